@@ -1,0 +1,30 @@
+"""archspec: declarative convolutional architectures, DenseNet first.
+
+    spec = archspec.load("densenet121")      # or a path to your YAML file
+    p = archspec.plan(spec)                  # channels, sizes, params, MACs; no torch
+    model = archspec.build(spec, seed=0)     # an nn.Module interchangeable with torchvision's
+
+Importing archspec does not import torch; ``build`` does, on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import Problem, SpecError
+from .loader import load, loads
+from .plan import Plan, Stage, LayerPlan, plan
+from .schema import DenseNetSpec, StemType
+
+__version__ = "0.1.0"
+
+__all__ = ["load", "loads", "plan", "build", "SpecError", "Problem", "Plan", "Stage",
+           "LayerPlan", "DenseNetSpec", "StemType", "__version__"]
+
+
+def build(spec: Any, **kwargs: Any):
+    """Build the nn.Module a spec describes; see :func:`archspec.builder.build`."""
+    # builder, not build: a submodule named build would replace this function on import.
+    from .builder import build as _build  # torch is imported here, not at package import
+
+    return _build(spec, **kwargs)

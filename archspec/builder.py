@@ -1,0 +1,98 @@
+"""Plan -> nn.Module. The only layer of archspec that imports torch.
+
+The model walks the plan's stages and instantiates modules named as torchvision's
+DenseNet names them (features.conv0 ... features.norm5, classifier), in the same order
+and with the same initialisation, so state_dicts load either way with strict=True.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .loader import load
+from .nn import DenseBlock, DenseLayer, Transition, cifar_stem, imagenet_stem
+from .plan import Plan, plan as make_plan
+from .schema import DenseNetSpec, StemType
+
+__all__ = ["DenseNet", "build"]
+
+
+class DenseNet(nn.Module):
+    """A DenseNet built from a Plan; ``self.plan`` is the plan it was built from."""
+
+    def __init__(self, plan: Plan):
+        super().__init__()
+        self.plan = plan
+        spec = plan.spec
+        features: list[tuple[str, nn.Module]] = []
+        stem = plan.stages[0]
+        make_stem = imagenet_stem if plan.stem_type == StemType.imagenet else cifar_stem
+        features += make_stem(stem.in_channels, stem.out_channels)
+        for stage in plan.stages[1:-1]:
+            if stage.kind == "block":
+                layers = [DenseLayer(lp.in_channels, lp.bottleneck_channels, lp.growth_rate,
+                                     plan.drop_rate, spec.memory_efficient)
+                          for lp in stage.layers]
+                features.append((stage.name, DenseBlock(layers)))
+            else:
+                features.append((stage.name, Transition(stage.in_channels, stage.out_channels,
+                                                        plan.drop_rate)))
+        head = plan.stages[-1]
+        features.append(("norm5", nn.BatchNorm2d(head.in_channels)))
+        self.features = nn.Sequential(OrderedDict(features))
+        self.classifier = nn.Linear(head.in_channels, head.out_channels)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # torchvision's initialisation, in its order, so a seed gives torchvision's weights.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+            elif isinstance(m, nn.Linear):
+                nn.init.constant_(m.bias, 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.features(x), inplace=True)
+        out = torch.flatten(F.adaptive_avg_pool2d(out, (1, 1)), 1)
+        return self.classifier(out)
+
+
+def _as_plan(spec: Any) -> Plan:
+    if isinstance(spec, Plan):
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        spec = load(spec)
+    if not isinstance(spec, DenseNetSpec):
+        raise TypeError(f"build() takes a spec, a plan, a zoo name or a path, not "
+                        f"{type(spec).__name__}")
+    return make_plan(spec)
+
+
+def build(spec: DenseNetSpec | Plan | str | os.PathLike, *, device: Any = None,
+          dtype: torch.dtype | None = None, seed: int | None = None) -> DenseNet:
+    """Build the nn.Module a spec describes.
+
+    ``spec`` may be a DenseNetSpec, a Plan, a zoo name or a path. The model is initialised
+    on the CPU (with ``seed``, if given, without touching the global RNG state; the same
+    seed gives bitwise the same weights as torchvision's constructor after
+    ``torch.manual_seed(seed)``) and then moved to ``device`` and ``dtype``.
+    """
+    p = _as_plan(spec)
+    if seed is None:
+        model = DenseNet(p)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = DenseNet(p)
+    if device is not None or dtype is not None:
+        model = model.to(device=device, dtype=dtype)
+    return model

@@ -1,0 +1,322 @@
+"""Name or path -> DenseNetSpec: zoo lookup, file reading, extends, overrides, validation.
+
+Every failure is a SpecError located in the user's file. Pydantic's messages are
+translated into the user's terms: which key, what was expected, what was found, and for
+a misspelled key, what was probably meant.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from . import zoo
+from .errors import Problem, SpecError, format_path
+from .schema import DenseNetSpec
+from .yamlio import MAX_BYTES, Mark, SourceMap, decode_bytes, parse_yaml
+
+__all__ = ["load", "loads", "read_spec_source", "describe"]
+
+_MAX_EXTENDS = 16
+COMMAND_LINE = "<command line>"
+
+
+def load(name_or_path: str | os.PathLike, *, overrides: Mapping[str, Any] | None = None
+         ) -> DenseNetSpec:
+    """Load a spec by zoo name (``densenet121``) or from a YAML file.
+
+    ``overrides`` maps dotted key paths to values (``{"growth_rate": 24,
+    "block_config[2]": 12}``); string values are read as YAML, as ``--set`` does.
+    Raises SpecError for anything wrong with the spec, located in its file.
+    """
+    text, file, base = read_spec_source(name_or_path)
+    return _validate(*_resolve(text, file, base, chain=()), overrides)
+
+
+def loads(yaml_text: str | bytes, source: str = "<string>", *,
+          overrides: Mapping[str, Any] | None = None) -> DenseNetSpec:
+    """Load a spec from YAML text; ``source`` names it in error messages.
+
+    ``extends:`` paths are resolved relative to the current directory.
+    """
+    return _validate(*_resolve(yaml_text, source, Path.cwd(), chain=()), overrides)
+
+
+def read_spec_source(name_or_path: str | os.PathLike) -> tuple[str, str, Path]:
+    """(text, file name for messages, folder for relative ``extends``) of a name or path."""
+    raw_name = os.fspath(name_or_path)
+    looks_like_path = (isinstance(name_or_path, os.PathLike) or os.sep in raw_name
+                       or "/" in raw_name or raw_name.endswith((".yaml", ".yml"))
+                       or os.path.exists(raw_name))
+    if not looks_like_path:
+        item = zoo.find(raw_name)
+        if item is None:
+            close = difflib.get_close_matches(raw_name, zoo.names(), n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(close)}?" if close else \
+                "; 'archspec list' shows the zoo"
+            raise SpecError.at(f"no such spec: not a file, and not a zoo name{hint}", raw_name)
+        data = item.read_bytes()
+        file = str(item)
+        return decode_bytes(data, file), file, Path(file).parent
+    path = Path(raw_name)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise SpecError.at("no such file", raw_name) from None
+    except OSError as e:
+        raise SpecError.at(f"cannot read: {e.strerror}", raw_name) from None
+    if path.is_dir():
+        raise SpecError.at("is a directory, not a spec file", raw_name)
+    if st.st_size > MAX_BYTES:
+        raise SpecError.at(f"file is {st.st_size:,} bytes; specs are limited to "
+                           f"{MAX_BYTES:,} bytes", raw_name, 1, 1)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_BYTES + 1)  # bounded even if the file grows (or is a pipe)
+    except OSError as e:
+        raise SpecError.at(f"cannot read: {e.strerror}", raw_name) from None
+    return decode_bytes(data, raw_name), raw_name, path.parent
+
+
+def _resolve(text: str | bytes, file: str, base: Path, chain: tuple[str, ...]
+             ) -> tuple[dict, SourceMap]:
+    """Parse one file and lay it over the spec it ``extends``, recursively."""
+    data, smap = parse_yaml(text, file)
+    if not isinstance(data, dict):
+        raise SpecError.at(f"a spec is a mapping of keys to values, found "
+                           f"{describe(data)} at the top level", file, 1, 1)
+    if "extends" not in data:
+        return data, smap
+    parent_ref = data.pop("extends")
+    if not isinstance(parent_ref, str) or not parent_ref:
+        raise smap.error(("extends",), f"expected a zoo name or a path, found "
+                                       f"{describe(parent_ref)}")
+    here = os.path.abspath(file) if os.path.exists(file) else file
+    if len(chain) >= _MAX_EXTENDS:
+        raise smap.error(("extends",), f"more than {_MAX_EXTENDS} levels of 'extends'")
+    # A path is relative to the child file; a bare name is a zoo name unless such a file exists.
+    candidate = base / parent_ref
+    ref = candidate if (candidate.exists() or "/" in parent_ref
+                        or parent_ref.endswith((".yaml", ".yml"))) else parent_ref
+    try:
+        ptext, pfile, pbase = read_spec_source(ref)
+    except SpecError as e:
+        raise smap.error(("extends",), f"cannot extend {parent_ref!r}: {e.message}") from None
+    pkey = os.path.abspath(pfile) if os.path.exists(pfile) else pfile
+    if pkey in chain or pkey == here:
+        cycle = " -> ".join([*chain, here, pkey])
+        raise smap.error(("extends",), f"'extends' forms a cycle: {cycle}")
+    pdata, pmap = _resolve(ptext, pfile, pbase, chain + (here,))
+    return _deep_merge(pdata, data), smap.merged_under(pmap)
+
+
+def _deep_merge(parent: dict, child: dict) -> dict:
+    """Child keys win; mappings merge key by key; lists and scalars are replaced whole."""
+    out = dict(parent)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _parse_key_path(text: str) -> tuple:
+    """``stem.channels`` -> ("stem", "channels"); ``block_config[2]`` -> ("block_config", 2)."""
+    parts: list = []
+    for piece in text.split("."):
+        name, _, rest = piece.partition("[")
+        if not name:
+            raise ValueError(f"empty key in {text!r}")
+        parts.append(name)
+        while rest:
+            idx, _, rest = rest.partition("]")
+            if not idx.isdigit():
+                raise ValueError(f"bad index [{idx}] in {text!r}")
+            parts.append(int(idx))
+            rest = rest[1:] if rest.startswith("[") else rest
+            if rest:
+                raise ValueError(f"unexpected {rest!r} in {text!r}")
+    return tuple(parts)
+
+
+def _apply_overrides(data: dict, smap: SourceMap, overrides: Mapping[str, Any]
+                     ) -> tuple[dict, SourceMap]:
+    """Set each dotted key path; locations point at the command line (column = ordinal)."""
+    data = _deep_merge({}, data)  # copy mappings we may touch
+    smap = SourceMap(smap.file, dict(smap.keys), dict(smap.values))
+    for ordinal, (key, value) in enumerate(overrides.items(), start=1):
+        mark = Mark(COMMAND_LINE, 1, ordinal)
+        where = Problem("", COMMAND_LINE, 1, ordinal, key)
+        try:
+            path = _parse_key_path(key)
+        except ValueError as e:
+            raise SpecError(Problem(f"bad override key: {e}", where.file, 1, ordinal, key))
+        if isinstance(value, str):
+            try:
+                value, _ = parse_yaml(value, COMMAND_LINE) if value.strip() else ("", None)
+            except SpecError as e:
+                raise SpecError(Problem(f"bad override value: {e.message}", where.file, 1,
+                                        ordinal, key)) from None
+        node: Any = data
+        for i, part in enumerate(path[:-1]):
+            nxt = path[i + 1]
+            if isinstance(part, int):
+                if not isinstance(node, list) or part >= len(node):
+                    raise SpecError(Problem(f"no item [{part}] to override", where.file, 1,
+                                            ordinal, key))
+            elif not isinstance(node, dict):
+                raise SpecError(Problem(f"{format_path(path[:i])} is not a mapping",
+                                        where.file, 1, ordinal, key))
+            else:
+                if part not in node or not isinstance(node[part], (dict, list)):
+                    node[part] = [] if isinstance(nxt, int) else {}
+                elif isinstance(node[part], dict):
+                    node[part] = dict(node[part])
+                else:
+                    node[part] = list(node[part])
+            node = node[part]
+        last = path[-1]
+        if isinstance(last, int):
+            if not isinstance(node, list) or last >= len(node):
+                raise SpecError(Problem(f"no item [{last}] to override", where.file, 1,
+                                        ordinal, key))
+        elif not isinstance(node, dict):
+            raise SpecError(Problem(f"{format_path(path[:-1])} is not a mapping", where.file,
+                                    1, ordinal, key))
+        node[last] = value
+        # Everything at or below the overridden path now comes from the command line.
+        for table in (smap.keys, smap.values):
+            for p in [p for p in table if p[:len(path)] == path]:
+                del table[p]
+            table[path] = mark
+    return data, smap
+
+
+def _validate(data: dict, smap: SourceMap, overrides: Mapping[str, Any] | None
+              ) -> DenseNetSpec:
+    if overrides:
+        data, smap = _apply_overrides(data, smap, overrides)
+    try:
+        spec = DenseNetSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(_translate_all(e.errors(), smap)) from None
+    spec._source = smap
+    return spec
+
+
+# --- pydantic error -> user's terms ------------------------------------------------------
+
+def describe(value: Any) -> str:
+    """How a found value is named in messages: ``true (a boolean)``, ``'abc' (a string)``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, int):
+        text = str(value) if abs(value) < 10**15 else f"an integer of {len(str(abs(value)))} digits"
+        return text
+    if isinstance(value, float):
+        return {float("inf"): ".inf", float("-inf"): "-.inf"}.get(value, repr(value)) \
+            if value == value else ".nan"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"{shown!r} (a string)"
+    if isinstance(value, list):
+        return "an empty list" if not value else f"a list of {len(value)} items"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that owns keys at ``loc`` (for 'did you mean' suggestions)."""
+    model: Any = DenseNetSpec
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        model = field.annotation
+        args = [a for a in typing.get_args(model) if a is not type(None)]
+        if typing.get_origin(model) is typing.Union and len(args) == 1:
+            model = args[0]
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+_EXPECTED = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+    "string_type": "a string", "list_type": "a list", "dict_type": "a mapping",
+    "model_type": "a mapping", "model_attributes_type": "a mapping",
+}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
+           "less_than_equal": "<="}
+
+
+def _translate_all(errors: list[dict], smap: SourceMap) -> list[Problem]:
+    """Translate every error; a missing key that a misspelled one stands for is said once."""
+    stands_for = set()  # (parent path, field name) a misspelled key was probably meant as
+    for err in errors:
+        if err["type"] == "extra_forbidden":
+            meant = _suggest_field(err["loc"])
+            if meant:
+                stands_for.add((tuple(err["loc"][:-1]), meant))
+    return [_translate(err, smap) for err in errors
+            if not (err["type"] == "missing"
+                    and (tuple(err["loc"][:-1]), err["loc"][-1]) in stands_for)]
+
+
+def _suggest_field(loc: tuple) -> str | None:
+    model = _model_at(loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields) if model else [],
+                                      n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _translate(err: dict, smap: SourceMap) -> Problem:
+    loc = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
+    kind, ctx, found = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        options = list(model.model_fields) if model else []
+        meant = _suggest_field(loc)
+        hint = f"; did you mean '{meant}'?" if meant else \
+            (f"; allowed keys: {', '.join(options)}" if options else "")
+        return smap.problem(loc, f"unknown key '{loc[-1]}'{hint}", at_key=True)
+    if kind == "missing":
+        return smap.problem(loc[:-1], f"required key '{loc[-1]}' is missing")
+    if kind in _EXPECTED:
+        return smap.problem(loc, f"expected {_EXPECTED[kind]}, found {describe(found)}")
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()))
+        return smap.problem(loc, f"must be {_BOUNDS[kind]} {bound}, found {describe(found)}")
+    if kind == "finite_number":
+        return smap.problem(loc, f"must be a finite number, found {describe(found)}")
+    if kind in ("too_short", "too_long"):
+        limit = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        unit = "character" if isinstance(found, str) else "item"
+        word = "at least" if kind == "too_short" else "at most"
+        size = len(found) if hasattr(found, "__len__") else "?"
+        return smap.problem(loc, f"must have {word} {limit} {unit}(s), found {size}")
+    if kind in ("enum", "literal_error"):
+        expected = ctx.get("expected", "")
+        options = [o.strip(" '") for o in expected.replace(" or ", ",").split(",") if o.strip()]
+        close = difflib.get_close_matches(str(found), options, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return smap.problem(loc, f"expected one of {', '.join(options)}; found "
+                                 f"{describe(found)}{hint}")
+    return smap.problem(loc, f"{err['msg']}, found {describe(found)}")
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text for plain data, keys in the order given (used by canonical form, build)."""
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)

@@ -1,0 +1,124 @@
+"""The pydantic models: the one source of truth for what a DenseNet spec may say.
+
+Defaults, ranges, enums, the JSON Schema for editors and the field reference in docs/ all
+come from here. Counts are strict integers (``growth_rate: true`` or ``2.0`` is refused,
+not read as 1 or 2) and unknown keys are refused. Rules that need arithmetic across
+fields (depth -> layers per block, transition widths, spatial sizes, ``expect``) live in
+the planner, which reports them with the location of the responsible key.
+
+Upper bounds are generous for any real network and exist so that a typo such as an extra
+zero is caught at once instead of allocating terabytes.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+__all__ = ["StemType", "InputSpec", "StemSpec", "ExpectSpec", "DenseNetSpec",
+           "MAX_LAYERS_PER_BLOCK", "MAX_BLOCKS"]
+
+MAX_LAYERS_PER_BLOCK = 10_000
+MAX_BLOCKS = 16
+_MAX_WIDTH = 1 << 16
+_MAX_SIZE = 1 << 16
+
+
+class _Model(BaseModel):
+    # strict: YAML already yields typed values, so any coercion would hide a mistake.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True,
+                              use_enum_values=False, validate_default=False)
+
+
+class StemType(str, Enum):
+    """How the network turns the input image into the first block's feature maps."""
+
+    cifar = "cifar"
+    """One 3x3 convolution, stride 1, nothing after it (paper, CIFAR/SVHN nets)."""
+    imagenet = "imagenet"
+    """7x7 convolution stride 2, BN, ReLU, 3x3 max pool stride 2 pad 1 (paper, ImageNet)."""
+
+
+class InputSpec(_Model):
+    """The input tensor of one image: channels x height x width."""
+
+    channels: int = Field(3, ge=1, le=4096, description="Input channels (3 for RGB).")
+    height: int = Field(224, ge=1, le=_MAX_SIZE, description="Input height in pixels.")
+    width: int = Field(224, ge=1, le=_MAX_SIZE, description="Input width in pixels.")
+
+
+class StemSpec(_Model):
+    """The first convolution(s) before the first dense block."""
+
+    type: StemType = Field(StemType.imagenet, strict=False,
+                           description="`imagenet` (7x7/2 conv, BN, ReLU, 3x3/2 max pool) or "
+                                       "`cifar` (one 3x3/1 conv).")
+    channels: Optional[int] = Field(
+        None, ge=1, le=_MAX_WIDTH,
+        description="Output channels of the stem. Default (as in the paper): 2k when the "
+                    "net has bottlenecks or compression (DenseNet-B/C/BC), 16 otherwise.")
+
+
+class ExpectSpec(_Model):
+    """Numbers the spec's author believes; validation fails if the plan disagrees."""
+
+    params: Optional[int] = Field(None, ge=0, description="Exact trainable parameter count.")
+    out_channels: Optional[int] = Field(
+        None, ge=1, description="Channels entering the classifier (after the last block).")
+
+
+class DenseNetSpec(_Model):
+    """A DenseNet (Huang et al., CVPR 2017): dense blocks joined by transition layers."""
+
+    name: str = Field(min_length=1, max_length=200, description="Short identifier.")
+    description: str = Field("", max_length=10_000, description="One line for people.")
+    source: str = Field("", max_length=10_000,
+                        description="Where the variant comes from: paper table and column, "
+                                    "or a library.")
+    input: InputSpec = Field(default_factory=InputSpec, description="Input image size.")
+    stem: StemSpec = Field(default_factory=StemSpec, description="The stem.")
+    growth_rate: int = Field(ge=1, le=_MAX_WIDTH,
+                             description="k: channels each dense layer adds.")
+    bn_size: Optional[int] = Field(
+        None, ge=1, le=256,
+        description="Bottleneck width multiplier (DenseNet-B): each layer is "
+                    "BN-ReLU-Conv1x1(bn_size*k)-BN-ReLU-Conv3x3(k). null or absent: no "
+                    "bottleneck, each layer is BN-ReLU-Conv3x3(k). The paper uses 4.")
+    compression: float = Field(
+        1.0, gt=0.0, le=1.0, allow_inf_nan=False,
+        description="theta (DenseNet-C): a transition outputs floor(theta*m) of its m input "
+                    "channels. 1 means no compression; the paper uses 0.5.")
+    block_config: Optional[Annotated[
+        list[Annotated[int, Field(ge=1, le=MAX_LAYERS_PER_BLOCK)]],
+        Field(min_length=1, max_length=MAX_BLOCKS)]] = Field(
+        None, description="Layers per dense block. Give this or `depth`.")
+    depth: Optional[int] = Field(
+        None, ge=1, le=3 * 6 * MAX_LAYERS_PER_BLOCK + 4,
+        description="L, the paper's depth for three-block (CIFAR-style) nets: each block "
+                    "gets (L-4)/3 layers, or (L-4)/6 with bottlenecks. Give this or "
+                    "`block_config`.")
+    drop_rate: float = Field(
+        0.0, ge=0.0, lt=1.0, allow_inf_nan=False,
+        description="Dropout after every convolution but the first (after the bottleneck "
+                    "1x1, the 3x3 and each transition's 1x1, as the reference code places "
+                    "it). The paper uses 0.2 without data augmentation.")
+    num_classes: int = Field(1000, ge=1, le=1_000_000, description="Classifier outputs.")
+    memory_efficient: bool = Field(
+        False, description="Recompute each layer's concat-BN-ReLU-Conv1x1 in backward "
+                           "instead of storing it: activation memory grows linearly with "
+                           "depth, at some extra compute.")
+    expect: Optional[ExpectSpec] = Field(
+        None, description="Figures the author believes (params, out_channels); checked "
+                          "against the plan.")
+
+    # Where each key was written (archspec.yamlio.SourceMap); not part of the spec's value.
+    _source: object = PrivateAttr(default=None)
+
+    @property
+    def source_map(self):
+        """The SourceMap the spec was loaded with (a synthetic one for specs made in code)."""
+        from .yamlio import SourceMap
+
+        return self._source if self._source is not None else SourceMap(f"<spec {self.name}>")
