@@ -15,12 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .loader import load
+from .canonical import canonical, content_hash
+from .files import write_atomic
+from .loader import load, loads
 from .nn import DenseBlock, DenseLayer, Transition, cifar_stem, imagenet_stem
 from .plan import Plan, plan as make_plan
 from .schema import DenseNetSpec, StemType
 
-__all__ = ["DenseNet", "build"]
+__all__ = ["DenseNet", "build", "save_checkpoint", "load_checkpoint"]
 
 
 class DenseNet(nn.Module):
@@ -96,3 +98,38 @@ def build(spec: DenseNetSpec | Plan | str | os.PathLike, *, device: Any = None,
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model
+
+
+CHECKPOINT_FORMAT = "archspec-checkpoint-1"
+
+
+def save_checkpoint(model: DenseNet, path: str | os.PathLike, *, force: bool = False,
+                    inputs: tuple | list = (), seed: int | None = None):
+    """Write ``model``'s state_dict (on the CPU) with its canonical spec and content hash,
+    atomically; refuses to replace an existing file unless ``force``."""
+    spec = model.plan.spec
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "spec": canonical(spec),
+        "sha256": content_hash(spec),
+        "seed": seed,
+    }
+    return write_atomic(path, lambda fh: torch.save(payload, fh), force=force, inputs=inputs)
+
+
+def load_checkpoint(path: str | os.PathLike, *, device: Any = None) -> DenseNet:
+    """Rebuild the model a checkpoint from ``save_checkpoint`` describes and load its
+    weights. The stored spec's hash is checked, so an edited spec is not silently used."""
+    from .errors import SpecError
+
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise SpecError.at("not an archspec checkpoint (no 'format' marker)", str(path))
+    spec = loads(payload["spec"], source=f"{path}#spec")
+    if content_hash(spec) != payload["sha256"]:
+        raise SpecError.at("the stored spec does not match its sha256: the checkpoint was "
+                           "altered", str(path))
+    model = build(spec)
+    model.load_state_dict(payload["state_dict"], strict=True)
+    return model.to(device) if device is not None else model

@@ -1,3 +1,362 @@
-"""Placeholder; replaced by the full command line."""
-def main(argv=None):
-    return 0
+"""The ``archspec`` command: a thin face over the library.
+
+Parse arguments, call the library, print, choose the exit code: 0 success, 1 an invalid
+spec or a failed check, 2 a usage error. Results go to stdout, diagnostics to stderr, and
+a user's mistake is one ``FILE:LINE:COL: key.path: message`` line, never a traceback.
+``validate``, ``summary`` (without --verify), ``table``, ``list``, ``schema``, ``diff`` and
+``canonical`` never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable, Sequence
+
+from . import __version__, zoo
+from .canonical import canonical, content_hash
+from .errors import SpecError
+from .files import OutputError, write_atomic
+from .loader import load
+from .plan import Plan, plan as make_plan
+from .report import (diff_text, list_rows, paper_table, render_table, summary_json,
+                     summary_text)
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class _Usage(Exception):
+    """A command line that makes no sense (exit 2)."""
+
+
+# --- output helpers ----------------------------------------------------------------------
+
+def _colour(text: str, code: str, stream) -> str:
+    """ANSI colour only on a terminal and never with NO_COLOR set (no-color.org)."""
+    if os.environ.get("NO_COLOR") or not getattr(stream, "isatty", lambda: False)():
+        return text
+    return f"\033[{code}m{text}\033[0m"
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+# --- spec loading shared by the commands ---------------------------------------------------
+
+def _overrides(pairs: Sequence[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise _Usage(f"--set takes KEY.PATH=VALUE, got {pair!r}")
+        out[key.strip()] = value
+    return out
+
+
+def _input_overrides(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise _Usage(f"--input takes CxHxW such as 3x224x224, got {text!r}")
+    c, h, w = parts
+    return {"input.channels": c, "input.height": h, "input.width": w}
+
+
+def _plan(name: str, args: argparse.Namespace, extra: dict[str, str] | None = None) -> Plan:
+    overrides = {**_overrides(getattr(args, "set", None)), **(extra or {})}
+    return make_plan(load(name, overrides=overrides or None))
+
+
+def _plans(names: Sequence[str], args: argparse.Namespace) -> list[Plan]:
+    """Plan every spec; report all that fail (each as FILE:LINE:COL lines), then exit 1."""
+    plans, problems = [], []
+    for name in names:
+        try:
+            plans.append(_plan(name, args))
+        except SpecError as e:
+            problems.extend(e.problems)
+    if problems:
+        raise SpecError(problems)
+    return plans
+
+
+# --- commands ------------------------------------------------------------------------------
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    failed = 0
+    for name in args.specs:
+        try:
+            p = _plan(name, args)
+        except SpecError as e:
+            failed += 1
+            for problem in e.problems:
+                _err(_colour(str(problem), "31", sys.stderr))
+            continue
+        ok = _colour("OK", "32", sys.stdout)
+        _out(f"{ok} {p.name} ({p.params:,} params, {p.out_channels} out_channels)")
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    p = _plan(args.spec, args, _input_overrides(args.input))
+    digest = content_hash(p.spec)
+    if args.format == "json" and not args.verify:
+        _out(summary_json(p, layers=args.layers, content_hash=digest))
+        return EXIT_OK
+    if not args.verify:
+        _out(summary_text(p, fmt=args.format, layers=args.layers, content_hash=digest))
+        return EXIT_OK
+    from .verify import DeviceError, torchinfo_check  # imports torch
+
+    try:
+        check = torchinfo_check(p, device=args.device)
+    except DeviceError as e:
+        _err(f"archspec summary: {e}")
+        return EXIT_FAIL
+    if args.format == "json":
+        data = json.loads(summary_json(p, layers=args.layers, content_hash=digest))
+        data["verify"] = check.as_dict()
+        _out(json.dumps(data, indent=2))
+    else:
+        _out(summary_text(p, fmt=args.format, layers=args.layers, content_hash=digest))
+        _out("")
+        _out(check.render(args.format))
+    if not check.ok:
+        for line in check.mismatches:
+            _err(f"{args.spec}: mismatch: {line}")
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    _out(paper_table(_plans(args.specs, args)))
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    plans = [make_plan(load(n)) for n in zoo.names()]
+    if args.format == "json":
+        groups = zoo.groups()
+        _out(json.dumps([{"name": p.name, "group": groups[p.name], "params": p.params,
+                          "macs": p.macs, "source": p.spec.source,
+                          "description": p.spec.description} for p in plans], indent=2))
+        return EXIT_OK
+    _out(render_table(["name", "params", "source", "description"], list_rows(plans),
+                      args.format, align="lrll"))
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .schema import json_schema
+
+    _out(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    a, b = _plans([args.a, args.b], args)
+    _out(diff_text(a, b, args.format))
+    return EXIT_OK
+
+
+def cmd_canonical(args: argparse.Namespace) -> int:
+    p = _plan(args.spec, args)  # planning too: a canonical spec is a valid one
+    sys.stdout.write(canonical(p.spec))
+    return EXIT_OK
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    p = _plan(args.spec, args)
+    from .builder import build, save_checkpoint  # imports torch
+    from .verify import DeviceError, parse_device
+
+    try:
+        model = build(p, device=parse_device(args.device), seed=args.seed)
+    except DeviceError as e:
+        _err(f"archspec build: {e}")
+        return EXIT_FAIL
+    out = save_checkpoint(model, args.output, force=args.force, inputs=[args.spec],
+                          seed=args.seed)
+    _out(f"wrote {out} ({p.name}, {p.params:,} params, seed {args.seed}, "
+         f"sha256 {content_hash(p.spec)[:16]}...)")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    names = zoo.names() if args.all else args.specs
+    if not names:
+        raise _Usage("verify needs SPEC... or --all")
+    plans = _plans(names, args)
+    if args.batch < 1:
+        raise _Usage(f"--batch must be at least 1, got {args.batch}")
+    from .verify import DeviceError, verify_all  # imports torch
+
+    try:
+        results = verify_all(plans, device=args.device, batch=args.batch, dtype=args.dtype,
+                             progress=_progress)
+    except DeviceError as e:
+        _err(f"archspec verify: {e}")
+        return EXIT_FAIL
+    rows = [[r.name, r.device, r.dtype, str(r.batch), f"{r.observed_params:,}",
+             f"{sum(s.ok for s in r.stages)}/{len(r.stages)}",
+             f"{r.forward_s * 1000:.0f}", f"{r.backward_s * 1000:.0f}",
+             "ok" if r.ok else "FAIL"] for r in results]
+    if args.format == "json":
+        _out(json.dumps([{"name": r.name, "device": r.device, "dtype": r.dtype,
+                          "batch": r.batch, "params": r.observed_params,
+                          "planned_params": r.planned_params, "ok": r.ok,
+                          "mismatches": r.mismatches, "forward_ms": r.forward_s * 1000,
+                          "backward_ms": r.backward_s * 1000} for r in results], indent=2))
+    else:
+        _out(render_table(["spec", "device", "dtype", "batch", "params", "stages ok",
+                           "forward ms", "backward ms", "result"], rows, args.format,
+                          align="lllrrrrrl"))
+    bad = [r for r in results if not r.ok]
+    for r in bad:
+        for m in r.mismatches:
+            _err(f"{r.name}: {m}")
+    return EXIT_FAIL if bad else EXIT_OK
+
+
+def _progress(done: int, total: int, label: str) -> None:
+    """A one-line progress bar on a terminal; plain lines otherwise (logs stay readable)."""
+    if sys.stderr.isatty():
+        width = 24
+        fill = int(width * done / total)
+        sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} {label:<24}")
+        if done == total:
+            sys.stderr.write("\n")
+    else:
+        sys.stderr.write(f"[{done}/{total}] {label}\n")
+    sys.stderr.flush()
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    if not args.output.lower().endswith((".png", ".svg", ".pdf")):
+        raise _Usage(f"-o must end in .png, .svg or .pdf, got {args.output!r}")
+    plans = _plans(args.specs, args)
+    from .plot import plot_channels  # imports matplotlib
+
+    out = plot_channels(plans, args.output, force=args.force, inputs=args.specs)
+    _out(f"wrote {out}")
+    return EXIT_OK
+
+
+# --- argument parsing ------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="archspec", description="Declarative DenseNet specs: validate, summarise, "
+        "tabulate, build and verify. SPEC is a zoo name (see 'archspec list') or a YAML path.")
+    parser.add_argument("--version", action="version", version=f"archspec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    def with_set(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
+                       help="override a key (value read as YAML); repeatable")
+
+    def with_format(p: argparse.ArgumentParser, choices=("table", "markdown", "json")) -> None:
+        p.add_argument("--format", choices=choices, default=choices[0],
+                       help=f"output format (default {choices[0]})")
+
+    p = command("validate", cmd_validate, "check specs: OK with params, or every error")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    with_set(p)
+
+    p = command("summary", cmd_summary, "per-stage channels, sizes, params, MACs")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--input", metavar="CxHxW", help="plan for another input size")
+    p.add_argument("--layers", action="store_true", help="expand blocks into layers")
+    p.add_argument("--verify", action="store_true",
+                   help="also build the model and check it with torchinfo (imports torch)")
+    p.add_argument("--device", default="cpu", help="device for --verify (default cpu)")
+    with_format(p)
+    with_set(p)
+
+    p = command("table", cmd_table, "the paper's architecture table (markdown)")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    with_set(p)
+
+    p = command("list", cmd_list, "the zoo: name, params, source, description")
+    with_format(p)
+
+    command("schema", cmd_schema, "the JSON Schema of a spec")
+
+    p = command("diff", cmd_diff, "what differs between two plans, stage by stage")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    with_format(p, ("table", "markdown"))
+    with_set(p)
+
+    p = command("canonical", cmd_canonical, "the fully resolved spec as YAML")
+    p.add_argument("spec", metavar="SPEC")
+    with_set(p)
+
+    p = command("build", cmd_build, "write an initialised checkpoint (state_dict + spec)")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    with_set(p)
+
+    p = command("verify", cmd_verify,
+                "build, run forward and backward, check params and shapes against the plan")
+    p.add_argument("specs", nargs="*", metavar="SPEC")
+    p.add_argument("--all", action="store_true", help="every zoo spec")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    p.add_argument("--batch", type=int, default=2, help="batch size (default 2)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    with_format(p)
+    with_set(p)
+
+    p = command("plot", cmd_plot, "channels after every layer, one line per spec")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.png|svg")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    with_set(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)  # exits 2 on a usage error, as argparse does
+    try:
+        return args.func(args)
+    except _Usage as e:
+        parser.print_usage(sys.stderr)
+        _err(f"archspec {args.command}: error: {e}")
+        return EXIT_USAGE
+    except SpecError as e:
+        for problem in e.problems:
+            _err(_colour(str(problem), "31", sys.stderr))
+        return EXIT_FAIL
+    except OutputError as e:
+        _err(f"archspec {args.command}: {e}")
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:  # `archspec list | head`: not an error of ours
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return EXIT_OK
+

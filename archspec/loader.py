@@ -19,12 +19,11 @@ from pydantic import BaseModel, ValidationError
 from . import zoo
 from .errors import Problem, SpecError, format_path
 from .schema import DenseNetSpec
-from .yamlio import MAX_BYTES, Mark, SourceMap, decode_bytes, parse_yaml
+from .yamlio import COMMAND_LINE, MAX_BYTES, Mark, SourceMap, decode_bytes, parse_yaml
 
 __all__ = ["load", "loads", "read_spec_source", "describe"]
 
 _MAX_EXTENDS = 16
-COMMAND_LINE = "<command line>"
 
 
 def load(name_or_path: str | os.PathLike, *, overrides: Mapping[str, Any] | None = None
@@ -113,6 +112,8 @@ def _resolve(text: str | bytes, file: str, base: Path, chain: tuple[str, ...]
         cycle = " -> ".join([*chain, here, pkey])
         raise smap.error(("extends",), f"'extends' forms a cycle: {cycle}")
     pdata, pmap = _resolve(ptext, pfile, pbase, chain + (here,))
+    # 'expect' pins the numbers of the file that wrote it; a child is another network.
+    pdata.pop("expect", None)
     return _deep_merge(pdata, data), smap.merged_under(pmap)
 
 

@@ -21,6 +21,7 @@ from typing import Optional
 
 from .errors import Problem, SpecError
 from .schema import DenseNetSpec, StemType
+from .yamlio import COMMAND_LINE
 
 __all__ = ["LayerPlan", "Stage", "Plan", "plan", "conv_out"]
 
@@ -98,6 +99,7 @@ class Plan:
     drop_rate: float
     num_classes: int
     input_shape: tuple[int, int, int]          # C, H, W
+    stem_conv_size: tuple[int, int]            # after the stem's conv (before any pool)
     stages: tuple[Stage, ...]
     params: int
     macs: int
@@ -209,12 +211,14 @@ def plan(spec: DenseNetSpec) -> Plan:
         if min(h1, w1) < 1:
             raise SpecError(too_small("the stem's 7x7/2 conv", h, w, "needs at least 1x1"))
         h2, w2 = conv_out(h1, 3, 2, 1), conv_out(w1, 3, 2, 1)
+        stem_conv_size = (h1, w1)
         params = c_in * stem_channels * 49 + _bn(stem_channels)
         macs = c_in * stem_channels * 49 * h1 * w1
         stages.append(Stage("stem", "stem", "features.pool0", c_in, stem_channels, (h, w),
                             (h2, w2), params, macs, stem_channels * h2 * w2))
         h, w = h2, w2
     else:  # cifar: 3x3 conv, stride 1, pad 1; size unchanged
+        stem_conv_size = (h, w)
         params = c_in * stem_channels * 9
         macs = params * h * w
         stages.append(Stage("stem", "stem", "features.conv0", c_in, stem_channels, (h, w),
@@ -269,30 +273,30 @@ def plan(spec: DenseNetSpec) -> Plan:
     stages.append(Stage("head", "head", "classifier", channels, n, (h, w), (1, 1),
                         _bn(channels) + channels * n + n, channels * n, n))
 
-    total_params = sum(s.params for s in stages)
     result = Plan(
         spec=spec, stem_type=spec.stem.type, stem_channels=stem_channels, growth_rate=k,
         bn_size=bn_size, compression=theta, block_config=block_config,
-        drop_rate=spec.drop_rate, num_classes=n, input_shape=(c_in, spec.input.height,
-                                                              spec.input.width),
-        stages=tuple(stages), params=total_params, macs=sum(s.macs for s in stages),
+        drop_rate=spec.drop_rate, num_classes=n,
+        input_shape=(c_in, spec.input.height, spec.input.width),
+        stem_conv_size=stem_conv_size, stages=tuple(stages),
+        params=sum(s.params for s in stages), macs=sum(s.macs for s in stages),
         out_channels=channels, activations=sum(s.activations for s in stages),
-        feature_info=_feature_info(stages, spec),
+        feature_info=_feature_info(stages, spec, stem_conv_size),
     )
     _check_expect(result)
     return result
 
 
-def _feature_info(stages: list[Stage], spec: DenseNetSpec) -> tuple[dict, ...]:
+def _feature_info(stages: list[Stage], spec: DenseNetSpec, stem_conv_size: tuple[int, int]
+                  ) -> tuple[dict, ...]:
     """Backbone taps as timm reports them: the stem's BN (before the pool), the end of each
     block but the last (before its transition), and norm5 at the end of the last block."""
     h0 = spec.input.height
     info = []
     stem = stages[0]
     if spec.stem.type == StemType.imagenet:
-        h_stem = conv_out(h0, 7, 2, 3)
         info.append({"module": "features.norm0", "num_chs": stem.out_channels,
-                     "reduction": _reduction(h0, h_stem), "stage": "stem"})
+                     "reduction": _reduction(h0, stem_conv_size[0]), "stage": "stem"})
     else:
         info.append({"module": "features.conv0", "num_chs": stem.out_channels,
                      "reduction": 1, "stage": "stem"})
@@ -325,4 +329,8 @@ def _check_expect(p: Plan) -> None:
         problems.append(smap.problem(("expect", "out_channels"), (
             f"expected {exp.out_channels} output channels, the plan has {p.out_channels}")))
     if problems:
+        if any(m.file == COMMAND_LINE for m in smap.values.values()):
+            hint = " (overrides changed this spec; override 'expect' too, e.g. --set expect=null)"
+            problems = [Problem(pr.message + hint, pr.file, pr.line, pr.column, pr.path)
+                        for pr in problems]
         raise SpecError(problems)

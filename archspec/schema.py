@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-__all__ = ["StemType", "InputSpec", "StemSpec", "ExpectSpec", "DenseNetSpec",
+__all__ = ["StemType", "InputSpec", "StemSpec", "ExpectSpec", "DenseNetSpec", "json_schema",
            "MAX_LAYERS_PER_BLOCK", "MAX_BLOCKS"]
 
 MAX_LAYERS_PER_BLOCK = 10_000
@@ -116,9 +116,33 @@ class DenseNetSpec(_Model):
     # Where each key was written (archspec.yamlio.SourceMap); not part of the spec's value.
     _source: object = PrivateAttr(default=None)
 
+    def __eq__(self, other: object) -> bool:
+        # Two specs are equal when they say the same thing, wherever they were written.
+        if not isinstance(other, DenseNetSpec):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    def __hash__(self) -> int:
+        return hash(repr(self.model_dump()))
+
     @property
     def source_map(self):
         """The SourceMap the spec was loaded with (a synthetic one for specs made in code)."""
         from .yamlio import SourceMap
 
         return self._source if self._source is not None else SourceMap(f"<spec {self.name}>")
+
+
+def json_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of a spec file, for editors and docs.
+
+    ``extends`` is added here: the loader resolves it before validation, so it is not a
+    field of the model, but a spec file may say it.
+    """
+    schema = DenseNetSpec.model_json_schema()
+    schema["properties"]["extends"] = {
+        "type": "string", "title": "Extends",
+        "description": "A zoo name or a path (relative to this file) of a spec to start "
+                       "from; this file's keys are merged over it."}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": "https://archspec.dev/schema/densenet.json", **schema}

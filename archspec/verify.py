@@ -16,7 +16,23 @@ from torch import nn
 
 from .plan import Plan
 
-__all__ = ["StageCheck", "CheckResult", "check_model"]
+__all__ = ["StageCheck", "CheckResult", "check_model", "TorchinfoCheck", "torchinfo_check",
+           "verify_all", "DeviceError"]
+
+
+class DeviceError(RuntimeError):
+    """The requested device does not exist or is not available here."""
+
+
+def parse_device(device: Any) -> torch.device:
+    """torch.device for ``device``, or DeviceError saying why it cannot be used."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise DeviceError(f"unknown device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("CUDA is not available on this machine")
+    return dev
 
 
 @dataclass
@@ -121,3 +137,101 @@ def check_model(plan: Plan, model: nn.Module, *, batch: int = 2, device: Any = N
         planned = (stage.out_channels, *stage.out_size)
         result.stages.append(StageCheck(stage.name, planned, observed.get(stage.name)))
     return result
+
+
+@dataclass
+class TorchinfoCheck:
+    """torchinfo's view of a built model beside the plan's (``summary --verify``)."""
+
+    name: str
+    planned_params: int
+    torchinfo_params: int
+    planned_macs: int
+    torchinfo_macs: int
+    stages: list[StageCheck]
+
+    @property
+    def mismatches(self) -> list[str]:
+        out = []
+        if self.planned_params != self.torchinfo_params:
+            out.append(f"params: plan {self.planned_params:,}, torchinfo "
+                       f"{self.torchinfo_params:,}")
+        out += [f"{s.name}: plan {_shape(s.planned)}, torchinfo {_shape(s.observed)}"
+                for s in self.stages if not s.ok]
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "params": {"plan": self.planned_params,
+                                          "torchinfo": self.torchinfo_params},
+                "macs": {"plan": self.planned_macs, "torchinfo": self.torchinfo_macs},
+                "stages": [{"name": s.name, "plan": list(s.planned),
+                            "torchinfo": list(s.observed) if s.observed else None,
+                            "ok": s.ok} for s in self.stages],
+                "mismatches": self.mismatches}
+
+    def render(self, fmt: str = "table") -> str:
+        from .report import render_table
+
+        rows = [[s.name, _shape(s.planned), _shape(s.observed), "ok" if s.ok else "MISMATCH"]
+                for s in self.stages]
+        rows.append(["params", f"{self.planned_params:,}", f"{self.torchinfo_params:,}",
+                     "ok" if self.planned_params == self.torchinfo_params else "MISMATCH"])
+        # torchinfo also counts BN as mult-adds; the plan counts convs and the classifier.
+        rows.append(["MACs (info)", f"{self.planned_macs:,}", f"{self.torchinfo_macs:,}", ""])
+        return render_table(["check", "plan", "torchinfo", "result"], rows, fmt, align="lrrl")
+
+
+def torchinfo_check(plan: Plan, *, device: Any = "cpu") -> TorchinfoCheck:
+    """Build ``plan``, run torchinfo.summary on one image, and compare with the plan."""
+    import torchinfo
+
+    from .builder import build
+
+    model = build(plan, device=parse_device(device), seed=0).eval()
+    stats = torchinfo.summary(model, input_size=(1, *plan.input_shape), device=device,
+                              verbose=0)
+    by_id = {info.layer_id: info for info in stats.summary_list}
+    stages = []
+    for stage in plan.stages:
+        info = by_id.get(id(model.get_submodule(stage.module)))
+        observed = None
+        if info is not None and info.output_size:
+            size = list(info.output_size[1:])
+            observed = tuple(size) if len(size) == 3 else (size[0], 1, 1)
+        stages.append(StageCheck(stage.name, (stage.out_channels, *stage.out_size), observed))
+    return TorchinfoCheck(plan.name, plan.params, int(stats.total_params), plan.macs,
+                          int(stats.total_mult_adds), stages)
+
+
+def verify_all(plans: list[Plan], *, device: Any = "cpu", batch: int = 2,
+               dtype: str = "float32", progress=None) -> list[CheckResult]:
+    """Build each plan on ``device`` and check it with forward and backward passes.
+
+    A spec that fails to build or run (out of memory, say) is a failed result, not an
+    exception, so one bad spec does not hide the others.
+    """
+    from .builder import build
+
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    dev = parse_device(device)
+    results = []
+    for i, p in enumerate(plans, start=1):
+        if progress:
+            progress(i - 1, len(plans), p.name)
+        try:
+            model = build(p, device=dev, dtype=torch_dtype, seed=0).train()
+            results.append(check_model(p, model, batch=batch, backward=True))
+            del model
+        except RuntimeError as e:
+            r = CheckResult(p.name, str(dev), dtype, batch, p.params, 0)
+            r.error = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+            results.append(r)
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    if progress:
+        progress(len(plans), len(plans), "done")
+    return results

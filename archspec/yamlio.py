@@ -22,6 +22,7 @@ __all__ = ["Mark", "SourceMap", "parse_yaml", "decode_bytes",
 MAX_BYTES = 1 << 20          # 1 MiB: a spec is a page of text; anything larger is a mistake.
 MAX_DEPTH = 32               # specs nest three levels deep; 32 leaves room and stops recursion.
 MAX_NODES = 100_000          # after alias expansion; billion-laughs files exceed it at once.
+COMMAND_LINE = "<command line>"  # the "file" of values given by --set / overrides=
 
 # C parser when available: same safety (it is only used to compose nodes), 5-10x faster.
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

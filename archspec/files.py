@@ -1,0 +1,55 @@
+"""Writing output files safely: atomically, never over an existing file without force,
+never over a spec the command is reading."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, IO, Iterable
+
+__all__ = ["OutputError", "write_atomic"]
+
+
+class OutputError(Exception):
+    """An output path that must not be written (exists, is an input, is a directory)."""
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *,
+                 force: bool = False, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Write ``path`` through ``write(fileobj)``: to a temporary file in the same folder,
+    flushed to disk, then renamed over the target in one step. A crash or exception while
+    writing leaves any old file untouched and no temporary file behind.
+
+    Raises OutputError if ``path`` exists and ``force`` is False, if it is a directory, or
+    if it is one of ``inputs`` (a spec being read is never overwritten, force or not).
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"{target}: is a directory")
+    for inp in inputs:
+        try:
+            if target.exists() and Path(inp).exists() and target.samefile(inp):
+                raise OutputError(f"{target}: is an input of this command; refusing to "
+                                  "overwrite it")
+        except OSError:
+            continue
+    if target.exists() and not force:
+        raise OutputError(f"{target}: already exists; pass --force to replace it")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"{target}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return target

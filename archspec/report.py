@@ -1,0 +1,217 @@
+"""Plan -> text for people and machines: summaries, the paper's tables, diffs, the zoo list.
+
+Torch-free: everything here reads a Plan and formats it; no arithmetic on channels.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable, Sequence
+
+from .plan import Plan, Stage
+from .schema import StemType
+
+__all__ = ["human", "render_table", "summary_rows", "summary_text", "summary_json",
+           "paper_table", "diff_rows", "diff_text", "list_rows"]
+
+
+def human(n: float, unit: str = "") -> str:
+    """7978856 -> '7.98M'; 2834161664 -> '2.83G' (SI prefixes, 3 significant digits)."""
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K"), (1, "")):
+        if abs(n) >= factor:
+            x = n / factor
+            digits = 0 if abs(x) >= 100 else 1 if abs(x) >= 10 else 2
+            return f"{x:.{digits}f}{prefix}{unit}"
+    return f"{n:g}{unit}"
+
+
+def _size(c: int, hw: Sequence[int]) -> str:
+    return f"{c}x{hw[0]}x{hw[1]}"
+
+
+def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], fmt: str = "table",
+                 align: str | None = None) -> str:
+    """A plain-text table (aligned columns) or a GitHub markdown table.
+
+    ``align`` has one letter per column, ``l`` or ``r`` (default: first left, rest right).
+    """
+    align = align or "l" + "r" * (len(header) - 1)
+    if fmt == "markdown":
+        sep = ["---:" if a == "r" else "---" for a in align]
+        lines = [header, sep, *rows]
+        return "\n".join("| " + " | ".join(str(c) for c in line) + " |" for line in lines)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells):
+        return "  ".join(str(c).rjust(w) if a == "r" else str(c).ljust(w)
+                         for c, w, a in zip(cells, widths, align)).rstrip()
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+def summary_rows(plan: Plan, *, layers: bool = False) -> list[list[str]]:
+    """One row per stage (and per dense layer with ``layers``), then the totals row."""
+    rows = []
+    for s in plan.stages:
+        rows.append([s.name, _size(s.out_channels, s.out_size), f"{s.params:,}",
+                     f"{s.macs:,}", f"{s.activations:,}"])
+        if layers:
+            for lp in s.layers:
+                h, w = s.out_size
+                rows.append([f"  {lp.name}", _size(lp.out_channels, (h, w)), f"{lp.params:,}",
+                             f"{lp.macs:,}", f"{lp.growth_rate * h * w:,}"])
+    rows.append(["total", "", f"{plan.params:,}", f"{plan.macs:,}", f"{plan.activations:,}"])
+    return rows
+
+
+SUMMARY_HEADER = ["stage", "output CxHxW", "params", "MACs", "activations"]
+
+
+def summary_text(plan: Plan, *, fmt: str = "table", layers: bool = False,
+                 content_hash: str | None = None) -> str:
+    """The summary people read: a heading line, the stage table, the totals in words."""
+    c, h, w = plan.input_shape
+    kind = ("DenseNet-BC" if plan.bn_size and plan.compression < 1 else
+            "DenseNet-B" if plan.bn_size else "DenseNet-C" if plan.compression < 1 else
+            "DenseNet")
+    head = (f"{plan.name}: {kind}, L={plan.depth}, k={plan.growth_rate}, "
+            f"blocks {list(plan.block_config)}, input {c}x{h}x{w}")
+    table = render_table(SUMMARY_HEADER, summary_rows(plan, layers=layers), fmt)
+    tail = (f"params {plan.params:,} ({human(plan.params)}), MACs {plan.macs:,} "
+            f"({human(plan.macs)}) per image, out_channels {plan.out_channels}")
+    if content_hash:
+        tail += f"\nspec sha256 {content_hash}"
+    if fmt == "markdown":
+        return f"**{head}**\n\n{table}\n\n{tail}"
+    return f"{head}\n\n{table}\n\n{tail}"
+
+
+def summary_json(plan: Plan, *, layers: bool = False, content_hash: str | None = None) -> str:
+    """JSON with the contract keys name, params, macs, out_channels, stages (and more)."""
+    data = plan.as_dict(layers=layers)
+    if content_hash:
+        data["sha256"] = content_hash
+    return json.dumps(data, indent=2)
+
+
+# --- the paper's architecture table (Table 1 layout) ------------------------------------
+
+def _times(n: int) -> str:
+    return f"× {n}"
+
+
+def _block_cell(s: Stage) -> str:
+    convs = "1×1 conv, 3×3 conv" if s.layers[0].bottleneck_channels else "3×3 conv"
+    return f"[{convs}] {_times(len(s.layers))}"
+
+
+def _same(values: Iterable[str]) -> str:
+    vals = list(dict.fromkeys(values))
+    return vals[0] if len(vals) == 1 else " / ".join(vals)
+
+
+def paper_table(plans: Sequence[Plan]) -> str:
+    """Markdown table in the layout of the paper's Table 1: Layers | Output Size | one
+    column per spec. Plans with different numbers of blocks fill with '–'."""
+    n_blocks = max(len(p.block_config) for p in plans)
+    rows: list[list[str]] = []
+
+    def xy(hw) -> str:
+        return f"{hw[0]} × {hw[1]}"
+
+    def row(label: str, size_of, cell_of) -> None:
+        sizes, cells = [], []
+        for p in plans:
+            got = cell_of(p)
+            cells.append(got if got is not None else "–")
+            if got is not None and size_of(p):
+                sizes.append(size_of(p))
+        rows.append([label, _same(sizes) if sizes else "", *cells])
+
+    def stem_conv(p: Plan) -> str:
+        return "7×7 conv, stride 2" if p.stem_type == StemType.imagenet else "3×3 conv"
+
+    row("Convolution", lambda p: xy(p.stem_conv_size), stem_conv)
+    row("Pooling", lambda p: xy(p.stages[0].out_size),
+        lambda p: "3×3 max pool, stride 2" if p.stem_type == StemType.imagenet else None)
+    for i in range(1, n_blocks + 1):
+        def block(p: Plan, i=i):
+            return p.stage(f"denseblock{i}") if i <= len(p.block_config) else None
+        row(f"Dense Block ({i})", lambda p, b=block: xy(b(p).out_size) if b(p) else "",
+            lambda p, b=block: _block_cell(b(p)) if b(p) else None)
+        if i < n_blocks:
+            def trans(p: Plan, i=i):
+                return p.stage(f"transition{i}") if i < len(p.block_config) else None
+            row(f"Transition Layer ({i})", lambda p, t=trans: xy(t(p).in_size) if t(p) else "",
+                lambda p, t=trans: "1×1 conv" if t(p) else None)
+            rows.append(["", _same(xy(trans(p).out_size) for p in plans if trans(p)),
+                         *["2×2 average pool, stride 2" if trans(p) else "–" for p in plans]])
+    row("Classification Layer", lambda p: xy(p.stages[-1].out_size),
+        lambda p: f"{xy(p.stages[-2].out_size)} global average pool")
+    rows.append(["", "", *[f"{p.num_classes}D fully-connected, softmax" for p in plans]])
+    rows.append(["Growth rate k", "", *[str(p.growth_rate) for p in plans]])
+    rows.append(["Compression θ", "", *[f"{p.compression:g}" for p in plans]])
+    rows.append(["Depth L", "", *[str(p.depth) for p in plans]])
+    rows.append(["Params", "", *[f"{human(p.params)} ({p.params:,})" for p in plans]])
+    rows.append(["MACs", "", *[human(p.macs) for p in plans]])
+    header = ["Layers", "Output Size", *[_title(p) for p in plans]]
+    return render_table(header, rows, "markdown", align="l" * len(header))
+
+
+def _title(p: Plan) -> str:
+    return p.name
+
+
+# --- diff ----------------------------------------------------------------------------------
+
+def _stage_cells(s: Stage | None) -> tuple[str, str]:
+    if s is None:
+        return "–", "–"
+    return _size(s.out_channels, s.out_size), f"{s.params:,}"
+
+
+def diff_rows(a: Plan, b: Plan) -> list[list[str]]:
+    """Stage by stage (matched by name), every stage where channels, size or params differ."""
+    names = list(dict.fromkeys([s.name for s in a.stages] + [s.name for s in b.stages]))
+    by_a, by_b = {s.name: s for s in a.stages}, {s.name: s for s in b.stages}
+    rows = []
+    for n in names:
+        sa, sb = by_a.get(n), by_b.get(n)
+        ca, cb = _stage_cells(sa), _stage_cells(sb)
+        layers_a = len(sa.layers) if sa and sa.layers else None
+        layers_b = len(sb.layers) if sb and sb.layers else None
+        if ca == cb and layers_a == layers_b:
+            continue
+        delta = (sb.params if sb else 0) - (sa.params if sa else 0)
+        la = f" ({layers_a} layers)" if layers_a is not None else ""
+        lb = f" ({layers_b} layers)" if layers_b is not None else ""
+        rows.append([n, ca[0] + la, cb[0] + lb, ca[1], cb[1], f"{delta:+,}"])
+    return rows
+
+
+def diff_text(a: Plan, b: Plan, fmt: str = "table") -> str:
+    """What differs between two plans, stage by stage, then the totals."""
+    rows = diff_rows(a, b)
+    lines = [f"{a.name} -> {b.name}"]
+    fields = [("growth_rate", a.growth_rate, b.growth_rate), ("bn_size", a.bn_size, b.bn_size),
+              ("compression", a.compression, b.compression),
+              ("block_config", list(a.block_config), list(b.block_config)),
+              ("stem", f"{a.stem_type.value} {a.stem_channels}",
+               f"{b.stem_type.value} {b.stem_channels}"),
+              ("input", "x".join(map(str, a.input_shape)), "x".join(map(str, b.input_shape))),
+              ("num_classes", a.num_classes, b.num_classes)]
+    changed = [f"  {k}: {x} -> {y}" for k, x, y in fields if x != y]
+    lines += changed or ["  no settings differ"]
+    if rows:
+        lines += ["", render_table(["stage", "A CxHxW", "B CxHxW", "A params", "B params",
+                                    "Δ params"], rows, fmt)]
+    else:
+        lines += ["", "every stage has the same channels, size and params"]
+    lines += ["", f"params {a.params:,} -> {b.params:,} ({b.params - a.params:+,}); "
+                  f"MACs {human(a.macs)} -> {human(b.macs)}"]
+    return "\n".join(lines)
+
+
+def list_rows(plans: Sequence[Plan]) -> list[list[str]]:
+    """``archspec list``: name, params, source, description."""
+    return [[p.name, human(p.params), p.spec.source, p.spec.description] for p in plans]
