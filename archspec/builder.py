@@ -20,6 +20,7 @@ from .files import write_atomic
 from .loader import load, loads
 from .nn import DenseBlock, DenseLayer, Transition, cifar_stem, imagenet_stem
 from .plan import Plan, plan as make_plan
+from .resources import check_resources
 from .schema import DenseNetSpec, StemType
 
 __all__ = ["DenseNet", "build", "save_checkpoint", "load_checkpoint"]
@@ -80,15 +81,25 @@ def _as_plan(spec: Any) -> Plan:
 
 
 def build(spec: DenseNetSpec | Plan | str | os.PathLike, *, device: Any = None,
-          dtype: torch.dtype | None = None, seed: int | None = None) -> DenseNet:
+          dtype: torch.dtype | None = None, seed: int | None = None,
+          allow_large: bool = False) -> DenseNet:
     """Build the nn.Module a spec describes.
 
     ``spec`` may be a DenseNetSpec, a Plan, a zoo name or a path. The model is initialised
     on the CPU (with ``seed``, if given, without touching the global RNG state; the same
     seed gives bitwise the same weights as torchvision's constructor after
     ``torch.manual_seed(seed)``) and then moved to ``device`` and ``dtype``.
+
+    Before anything is allocated the plan's size is checked against the limits of
+    archspec.resources (a parameter ceiling and the free memory of the CPU and of
+    ``device``); beyond them ResourceError is raised unless ``allow_large``.
     """
     p = _as_plan(spec)
+    dtype_bytes = torch.empty((), dtype=dtype or torch.float32).element_size()
+    # Built on the CPU first, then moved: both must hold the weights.
+    check_resources(p, device="cpu", dtype_bytes=4, allow_large=allow_large)
+    if device is not None and torch.device(device).type != "cpu":
+        check_resources(p, device=device, dtype_bytes=dtype_bytes, allow_large=allow_large)
     if seed is None:
         model = DenseNet(p)
     else:

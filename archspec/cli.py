@@ -21,6 +21,7 @@ from .errors import SpecError
 from .files import OutputError, write_atomic
 from .loader import load
 from .plan import Plan, plan as make_plan
+from .resources import DTYPE_BYTES, check_resources
 from .report import (diff_text, list_rows, paper_table, render_table, summary_json,
                      summary_text)
 
@@ -119,7 +120,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from .verify import DeviceError, torchinfo_check  # imports torch
 
     try:
-        check = torchinfo_check(p, device=args.device)
+        check = torchinfo_check(p, device=args.device, allow_large=args.allow_large)
     except DeviceError as e:
         _err(f"archspec summary: {e}")
         return EXIT_FAIL
@@ -177,11 +178,14 @@ def cmd_canonical(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     p = _plan(args.spec, args)
+    # The guard again inside build(); here first so an absurd spec fails before torch loads.
+    check_resources(p, device="cpu", allow_large=args.allow_large)
     from .builder import build, save_checkpoint  # imports torch
     from .verify import DeviceError, parse_device
 
     try:
-        model = build(p, device=parse_device(args.device), seed=args.seed)
+        model = build(p, device=parse_device(args.device), seed=args.seed,
+                      allow_large=args.allow_large)
     except DeviceError as e:
         _err(f"archspec build: {e}")
         return EXIT_FAIL
@@ -199,11 +203,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     plans = _plans(names, args)
     if args.batch < 1:
         raise _Usage(f"--batch must be at least 1, got {args.batch}")
+    if args.device.startswith("cpu"):  # fail before torch loads; verify_all checks again
+        for p in plans:
+            check_resources(p, device="cpu", dtype_bytes=DTYPE_BYTES[args.dtype],
+                            batch=args.batch, allow_large=args.allow_large)
     from .verify import DeviceError, verify_all  # imports torch
 
     try:
         results = verify_all(plans, device=args.device, batch=args.batch, dtype=args.dtype,
-                             progress=_progress)
+                             progress=_progress, allow_large=args.allow_large)
     except DeviceError as e:
         _err(f"archspec verify: {e}")
         return EXIT_FAIL
@@ -270,6 +278,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
                        help="override a key (value read as YAML); repeatable")
 
+    def with_allow_large(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--allow-large", action="store_true",
+                       help="build even beyond the resource guard's limits")
+
     def with_format(p: argparse.ArgumentParser, choices=("table", "markdown", "json")) -> None:
         p.add_argument("--format", choices=choices, default=choices[0],
                        help=f"output format (default {choices[0]})")
@@ -287,6 +299,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="device for --verify (default cpu)")
     with_format(p)
     with_set(p)
+    with_allow_large(p)
 
     p = command("table", cmd_table, "the paper's architecture table (markdown)")
     p.add_argument("specs", nargs="+", metavar="SPEC")
@@ -314,6 +327,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
     with_set(p)
+    with_allow_large(p)
 
     p = command("verify", cmd_verify,
                 "build, run forward and backward, check params and shapes against the plan")
@@ -324,6 +338,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     with_format(p)
     with_set(p)
+    with_allow_large(p)
 
     p = command("plot", cmd_plot, "channels after every layer, one line per spec")
     p.add_argument("specs", nargs="+", metavar="SPEC")

@@ -118,6 +118,41 @@ class Plan:
         stem_convs = 1
         return stem_convs + per_layer * sum(self.block_config) + (len(self.block_config) - 1) + 1
 
+    def training_activations(self, *, memory_efficient: bool | None = None) -> int:
+        """Estimated elements autograd keeps for backward, per image, in a training step.
+
+        Per dense layer at HxW with c inputs, bottleneck b and growth k: the concatenation
+        and its BN output (2c), the bottleneck conv and BN outputs (2b) and the new
+        features (k). With memory_efficient the first two are recomputed in backward
+        instead (only the largest one exists at a time). Transitions keep their BN and conv
+        outputs and the pooled map; the stem its conv, BN and pool outputs. An estimate
+        for the resource guard, within tens of percent of what autograd really keeps.
+        """
+        if memory_efficient is None:
+            memory_efficient = self.spec.memory_efficient
+        total, transient = 0, 0
+        for s in self.stages:
+            h, w = s.in_size
+            if s.kind == "stem":
+                ch, cw = self.stem_conv_size
+                conv_outputs = 2 if self.stem_type == StemType.imagenet else 1
+                total += conv_outputs * s.out_channels * ch * cw + s.activations
+            elif s.kind == "block":
+                for lp in s.layers:
+                    b = lp.bottleneck_channels or 0
+                    concat = 2 * lp.in_channels * h * w
+                    total += (2 * b + lp.growth_rate) * h * w
+                    if memory_efficient:
+                        transient = max(transient, concat)
+                    else:
+                        total += concat
+                total += s.activations  # the block's final concatenation
+            elif s.kind == "transition":
+                total += (s.in_channels + s.out_channels) * h * w + s.activations
+            else:  # head: norm5 output, pooled features, logits
+                total += s.in_channels * h * w + s.in_channels + s.activations
+        return total + transient
+
     def stage(self, name: str) -> Stage:
         """The stage called ``name`` (``stem``, ``denseblock2``, ``transition1``, ``head``)."""
         for s in self.stages:
@@ -202,7 +237,7 @@ def plan(spec: DenseNetSpec) -> Plan:
     stages: list[Stage] = []
 
     def too_small(stage: str, h: int, w: int, need: str) -> Problem:
-        return smap.problem(size_path, f"input {c_in}x{spec.input.height}x{spec.input.width} "
+        return smap.problem(size_path, f"{c_in}x{spec.input.height}x{spec.input.width} "
                                        f"is too small: {stage} receives {h}x{w}, {need}")
 
     # --- stem -------------------------------------------------------------------------

@@ -185,13 +185,17 @@ class TorchinfoCheck:
         return render_table(["check", "plan", "torchinfo", "result"], rows, fmt, align="lrrl")
 
 
-def torchinfo_check(plan: Plan, *, device: Any = "cpu") -> TorchinfoCheck:
+def torchinfo_check(plan: Plan, *, device: Any = "cpu", allow_large: bool = False
+                    ) -> TorchinfoCheck:
     """Build ``plan``, run torchinfo.summary on one image, and compare with the plan."""
     import torchinfo
 
     from .builder import build
+    from .resources import check_resources
 
-    model = build(plan, device=parse_device(device), seed=0).eval()
+    dev = parse_device(device)
+    check_resources(plan, device=dev, batch=1, training=False, allow_large=allow_large)
+    model = build(plan, device=dev, seed=0, allow_large=allow_large).eval()
     stats = torchinfo.summary(model, input_size=(1, *plan.input_shape), device=device,
                               verbose=0)
     by_id = {info.layer_id: info for info in stats.summary_list}
@@ -208,22 +212,30 @@ def torchinfo_check(plan: Plan, *, device: Any = "cpu") -> TorchinfoCheck:
 
 
 def verify_all(plans: list[Plan], *, device: Any = "cpu", batch: int = 2,
-               dtype: str = "float32", progress=None) -> list[CheckResult]:
+               dtype: str = "float32", progress=None, allow_large: bool = False
+               ) -> list[CheckResult]:
     """Build each plan on ``device`` and check it with forward and backward passes.
 
-    A spec that fails to build or run (out of memory, say) is a failed result, not an
+    Every plan is first checked against the resource limits at ``batch`` (ResourceError
+    for the first that exceeds them, before anything runs, unless ``allow_large``). A spec
+    that then fails to build or run (out of memory, say) is a failed result, not an
     exception, so one bad spec does not hide the others.
     """
     from .builder import build
+    from .resources import check_resources
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     dev = parse_device(device)
+    size = torch.empty((), dtype=torch_dtype).element_size()
+    for p in plans:
+        check_resources(p, device=dev, dtype_bytes=size, batch=batch, allow_large=allow_large)
     results = []
     for i, p in enumerate(plans, start=1):
         if progress:
             progress(i - 1, len(plans), p.name)
         try:
-            model = build(p, device=dev, dtype=torch_dtype, seed=0).train()
+            model = build(p, device=dev, dtype=torch_dtype, seed=0,
+                          allow_large=allow_large).train()
             results.append(check_model(p, model, batch=batch, backward=True))
             del model
         except RuntimeError as e:

@@ -103,7 +103,14 @@ def decode_bytes(raw: bytes, file: str) -> str:
             "(is this a binary file?)", file, line, column) from None
 
 
-def _yaml_error(e: yaml.YAMLError, file: str) -> SpecError:
+def _yaml_error(e: yaml.YAMLError, file: str, text: str) -> SpecError:
+    if isinstance(e, yaml.reader.ReaderError):  # a character YAML forbids: locate it
+        before = text[: e.position]
+        line = before.count("\n") + 1
+        column = e.position - (before.rfind("\n") + 1) + 1
+        code = e.character if isinstance(e.character, int) else ord(e.character)
+        return SpecError.at(f"character U+{code:04X} is not allowed in YAML "
+                            "(a control character?)", file, line, column)
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]
     context = getattr(e, "context", None)
@@ -242,7 +249,7 @@ def parse_yaml(text: str | bytes, file: str = "<string>") -> tuple[Any, SourceMa
         _check_depth(text, file)
         node = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as e:
-        raise _yaml_error(e, file) from None
+        raise _yaml_error(e, file, text) from None
     except RecursionError:  # belt and braces: _check_depth should have caught it
         raise SpecError.at(f"nesting deeper than {MAX_DEPTH} levels", file, 1, 1) from None
     if node is None:
