@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 import typing
 from pathlib import Path
 from typing import Any, Mapping
@@ -72,6 +73,8 @@ def read_spec_source(name_or_path: str | os.PathLike) -> tuple[str, str, Path]:
         raise SpecError.at(f"cannot read: {e.strerror}", raw_name) from None
     if path.is_dir():
         raise SpecError.at("is a directory, not a spec file", raw_name)
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or /dev/stdin would block the read forever
+        raise SpecError.at("is not a regular file (a pipe or device?)", raw_name)
     if st.st_size > MAX_BYTES:
         raise SpecError.at(f"file is {st.st_size:,} bytes; specs are limited to "
                            f"{MAX_BYTES:,} bytes", raw_name, 1, 1)
