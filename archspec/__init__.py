@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .canonical import canonical, content_hash
 from .errors import Problem, SpecError
 from .loader import load, loads
 from .plan import Plan, Stage, LayerPlan, plan
@@ -18,13 +19,26 @@ from .schema import DenseNetSpec, StemType
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "loads", "plan", "build", "SpecError", "Problem", "Plan", "Stage",
-           "LayerPlan", "DenseNetSpec", "StemType", "__version__"]
+__all__ = ["load", "loads", "plan", "build", "from_module", "canonical", "content_hash",
+           "SpecError", "Problem", "Plan", "Stage", "LayerPlan", "DenseNetSpec", "StemType",
+           "__version__"]
 
 
 def build(spec: Any, **kwargs: Any):
-    """Build the nn.Module a spec describes; see :func:`archspec.builder.build`."""
+    """Build the nn.Module a spec describes; see :func:`archspec.builder.build`.
+
+    Keywords: device, dtype, seed, allow_large, weights, drop_head, features_only,
+    out_indices.
+    """
     # builder, not build: a submodule named build would replace this function on import.
     from .builder import build as _build  # torch is imported here, not at package import
 
     return _build(spec, **kwargs)
+
+
+def from_module(model: Any, **kwargs: Any) -> DenseNetSpec:
+    """Infer the spec of a torchvision, timm or archspec DenseNet instance; see
+    :func:`archspec.introspect.from_module`."""
+    from .introspect import from_module as _from_module
+
+    return _from_module(model, **kwargs)

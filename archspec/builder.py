@@ -23,7 +23,8 @@ from .plan import Plan, plan as make_plan
 from .resources import check_resources
 from .schema import DenseNetSpec, StemType
 
-__all__ = ["DenseNet", "build", "save_checkpoint", "load_checkpoint"]
+__all__ = ["DenseNet", "DenseNetFeatures", "build", "expected_state", "save_checkpoint",
+           "load_checkpoint"]
 
 
 class DenseNet(nn.Module):
@@ -69,6 +70,52 @@ class DenseNet(nn.Module):
         return self.classifier(out)
 
 
+class DenseNetFeatures(nn.Module):
+    """A DenseNet backbone: ``forward`` returns the feature maps at ``plan.feature_info``
+    (selected by ``out_indices``), as timm's ``features_only`` models do: the stem's
+    activated norm0 (conv0 for the CIFAR stem), each block's output but the last, and the
+    activated norm5. State_dict keys are the classifier model's minus ``classifier.*``.
+    """
+
+    def __init__(self, plan: Plan, out_indices: tuple[int, ...] | None = None):
+        super().__init__()
+        info = list(plan.feature_info)
+        if out_indices is None:
+            out_indices = tuple(range(len(info)))
+        bad = [i for i in out_indices if not -len(info) <= i < len(info)]
+        if bad:
+            raise ValueError(f"out_indices {bad} out of range: {plan.name} has "
+                             f"{len(info)} feature levels (0..{len(info) - 1})")
+        self.plan = plan
+        self.out_indices = tuple(i % len(info) for i in out_indices)
+        self.feature_info = [info[i] for i in self.out_indices]
+        self.features = DenseNet(plan).features  # same modules, same init, same names
+        self._taps = {info[i]["module"].split(".", 1)[1]: i for i in self.out_indices}
+        last = max(self.out_indices)
+        names = [n for n, _ in self.features.named_children()]
+        self._stop = names.index(info[last]["module"].split(".", 1)[1])
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        out: list[Tensor] = []
+        activated = False
+        for i, (name, module) in enumerate(self.features.named_children()):
+            if activated and isinstance(module, nn.ReLU):
+                # The tap already applied this ReLU; the in-place module would modify the
+                # returned tensor (and one autograd saved).
+                activated = False
+                continue
+            x = module(x)
+            activated = False
+            if name in self._taps:
+                if name.startswith("norm"):  # timm's norm layers carry their ReLU
+                    x = F.relu(x)
+                    activated = True
+                out.append(x)
+            if i == self._stop:  # later stages feed no requested output
+                break
+        return out
+
+
 def _as_plan(spec: Any) -> Plan:
     if isinstance(spec, Plan):
         return spec
@@ -82,7 +129,9 @@ def _as_plan(spec: Any) -> Plan:
 
 def build(spec: DenseNetSpec | Plan | str | os.PathLike, *, device: Any = None,
           dtype: torch.dtype | None = None, seed: int | None = None,
-          allow_large: bool = False) -> DenseNet:
+          allow_large: bool = False, weights: str | os.PathLike | None = None,
+          drop_head: bool = False, features_only: bool = False,
+          out_indices: tuple[int, ...] | list[int] | None = None) -> nn.Module:
     """Build the nn.Module a spec describes.
 
     ``spec`` may be a DenseNetSpec, a Plan, a zoo name or a path. The model is initialised
@@ -93,6 +142,12 @@ def build(spec: DenseNetSpec | Plan | str | os.PathLike, *, device: Any = None,
     Before anything is allocated the plan's size is checked against the limits of
     archspec.resources (a parameter ceiling and the free memory of the CPU and of
     ``device``); beyond them ResourceError is raised unless ``allow_large``.
+
+    ``weights``: a checkpoint to load (archspec, torchvision or timm; old torchvision keys
+    are remapped); it must fit exactly, except for the classifier with ``drop_head``.
+    Problems are raised as WeightsError in the spec's terms. ``features_only`` returns a
+    DenseNetFeatures backbone whose forward gives the feature maps of
+    ``plan.feature_info`` (``out_indices`` selects some of them).
     """
     p = _as_plan(spec)
     dtype_bytes = torch.empty((), dtype=dtype or torch.float32).element_size()
@@ -100,12 +155,22 @@ def build(spec: DenseNetSpec | Plan | str | os.PathLike, *, device: Any = None,
     check_resources(p, device="cpu", dtype_bytes=4, allow_large=allow_large)
     if device is not None and torch.device(device).type != "cpu":
         check_resources(p, device=device, dtype_bytes=dtype_bytes, allow_large=allow_large)
+    def make() -> nn.Module:
+        if features_only:
+            return DenseNetFeatures(p, tuple(out_indices) if out_indices is not None else None)
+        return DenseNet(p)
+
     if seed is None:
-        model = DenseNet(p)
+        model = make()
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = DenseNet(p)
+            model = make()
+    if weights is not None:
+        from .weights import load_weights
+
+        # a backbone has no classifier: the checkpoint's is left out like with drop_head
+        load_weights(model, weights, drop_head=drop_head or features_only)
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model
@@ -144,3 +209,9 @@ def load_checkpoint(path: str | os.PathLike, *, device: Any = None) -> DenseNet:
     model = build(spec)
     model.load_state_dict(payload["state_dict"], strict=True)
     return model.to(device) if device is not None else model
+
+
+def expected_state(spec: DenseNetSpec | Plan | str | os.PathLike) -> nn.Module:
+    """The model a spec describes, on the meta device: names and shapes, no memory."""
+    with torch.device("meta"):
+        return DenseNet(_as_plan(spec))

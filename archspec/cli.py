@@ -51,6 +51,16 @@ def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
 
 
+MAX_PROBLEMS_SHOWN = 30  # a checkpoint of the wrong network differs in hundreds of keys
+
+
+def _print_problems(e: SpecError) -> None:
+    for problem in e.problems[:MAX_PROBLEMS_SHOWN]:
+        _err(_colour(str(problem), "31", sys.stderr))
+    if len(e.problems) > MAX_PROBLEMS_SHOWN:
+        _err(f"... and {len(e.problems) - MAX_PROBLEMS_SHOWN} more problems")
+
+
 # --- spec loading shared by the commands ---------------------------------------------------
 
 def _overrides(pairs: Sequence[str] | None) -> dict[str, str]:
@@ -100,8 +110,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             p = _plan(name, args)
         except SpecError as e:
             failed += 1
-            for problem in e.problems:
-                _err(_colour(str(problem), "31", sys.stderr))
+            _print_problems(e)
             continue
         ok = _colour("OK", "32", sys.stdout)
         _out(f"{ok} {p.name} ({p.params:,} params, {p.out_channels} out_channels)")
@@ -185,7 +194,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     try:
         model = build(p, device=parse_device(args.device), seed=args.seed,
-                      allow_large=args.allow_large)
+                      allow_large=args.allow_large, weights=args.weights,
+                      drop_head=args.drop_head)
     except DeviceError as e:
         _err(f"archspec build: {e}")
         return EXIT_FAIL
@@ -234,6 +244,33 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for m in r.mismatches:
             _err(f"{r.name}: {m}")
     return EXIT_FAIL if bad else EXIT_OK
+
+
+def cmd_check_weights(args: argparse.Namespace) -> int:
+    p = _plan(args.spec, args)
+    from .builder import expected_state  # imports torch
+    from .weights import WeightsError, compare, read_state_dict
+
+    report, _ = compare(expected_state(p), read_state_dict(args.checkpoint), args.checkpoint,
+                        drop_head=args.drop_head)
+    verdict = "loads into" if report.ok else "does NOT load into"
+    _out(f"{args.checkpoint} {verdict} {p.name}: {report.summary()}")
+    if not report.ok:
+        raise WeightsError(report.problems())
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .introspect import from_module, from_name  # imports torch
+
+    model, ref = from_name(args.ref)
+    spec = from_module(model, name=args.name or args.ref.partition(":")[2], source=ref)
+    text = canonical(spec)
+    out = write_atomic(args.output, lambda fh: fh.write(text.encode()), force=args.force)
+    p = make_plan(spec)
+    _out(f"wrote {out} ({spec.name}: {p.params:,} params, block_config "
+         f"{list(p.block_config)}, k={p.growth_rate})")
+    return EXIT_OK
 
 
 def _progress(done: int, total: int, label: str) -> None:
@@ -326,8 +363,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    p.add_argument("--weights", metavar="CHECKPOINT",
+                   help="load these weights (archspec, torchvision or timm checkpoint)")
+    p.add_argument("--drop-head", action="store_true",
+                   help="with --weights: keep the new classifier (another num_classes)")
     with_set(p)
     with_allow_large(p)
+
+    p = command("check-weights", cmd_check_weights,
+                "whether a checkpoint fits a spec: missing, unexpected, mis-shaped keys")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("--drop-head", action="store_true", help="ignore the classifier")
+    with_set(p)
+
+    p = command("import", cmd_import,
+                "write the spec of a torchvision or timm DenseNet (e.g. torchvision:densenet121)")
+    p.add_argument("ref", metavar="LIBRARY:NAME")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.yaml")
+    p.add_argument("--name", help="the spec's name (default: NAME)")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
     p = command("verify", cmd_verify,
                 "build, run forward and backward, check params and shapes against the plan")
@@ -359,8 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(f"archspec {args.command}: error: {e}")
         return EXIT_USAGE
     except SpecError as e:
-        for problem in e.problems:
-            _err(_colour(str(problem), "31", sys.stderr))
+        _print_problems(e)
         return EXIT_FAIL
     except OutputError as e:
         _err(f"archspec {args.command}: {e}")

@@ -145,4 +145,4 @@ def json_schema() -> dict:
         "description": "A zoo name or a path (relative to this file) of a spec to start "
                        "from; this file's keys are merged over it."}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$id": "https://archspec.dev/schema/densenet.json", **schema}
+            "$id": "urn:archspec:schema:densenet", **schema}

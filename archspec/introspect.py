@@ -1,0 +1,140 @@
+"""Module -> spec: infer a DenseNet spec from a torchvision, timm or archspec model.
+
+Reads the widths of the modules that exist (conv0, each dense layer's convs, each
+transition's conv, the classifier), so any DenseNet laid out with torchvision's names can
+be described, then checked: the spec's plan must reproduce every parameter shape of the
+module, or SpecError says which one differs.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any
+
+from torch import nn
+
+from .errors import SpecError
+from .loader import loads
+from .schema import DenseNetSpec
+
+__all__ = ["from_module", "from_name"]
+
+
+def _fail(message: str) -> SpecError:
+    return SpecError.at(message, "<module>")
+
+
+def _theta(pairs: list[tuple[int, int]]) -> float:
+    """The compression that gives every transition's width: out = floor(theta * in)."""
+    if not pairs:
+        return 1.0
+    # The shortest decimal in [out/in, (out+1)/in) of the first transition that fits all.
+    c_in, c_out = pairs[0]
+    lo, hi = Fraction(c_out, c_in), Fraction(c_out + 1, c_in)
+    for digits in range(1, 8):
+        step = Fraction(1, 10 ** digits)
+        candidate = math.ceil(lo / step) * step
+        if candidate < hi and 0 < candidate <= 1 and all(
+                math.floor(candidate * i) == o for i, o in pairs):
+            return float(candidate)
+    raise _fail(f"no single compression gives these transition widths: {pairs}")
+
+
+def from_module(model: nn.Module, *, name: str | None = None,
+                source: str | None = None) -> DenseNetSpec:
+    """Infer the spec of a DenseNet module (torchvision, timm or archspec).
+
+    Raises SpecError if the module is not a DenseNet laid out with torchvision's names, or
+    if the inferred spec does not reproduce the module's parameter shapes.
+    """
+    plan = getattr(model, "plan", None)
+    if plan is not None and isinstance(getattr(plan, "spec", None), DenseNetSpec):
+        return plan.spec
+    features = getattr(model, "features", None)
+    if not isinstance(features, nn.Module):
+        raise _fail(f"{type(model).__name__} has no 'features': not a DenseNet laid out "
+                    "like torchvision's")
+    children = dict(features.named_children())
+    conv0 = children.get("conv0")
+    if not isinstance(conv0, nn.Conv2d):
+        raise _fail("features.conv0 is not a Conv2d (deep stems are not inferred yet)")
+    if conv0.kernel_size == (7, 7) and conv0.stride == (2, 2) and "pool0" in children:
+        stem = "imagenet"
+    elif conv0.kernel_size == (3, 3) and conv0.stride == (1, 1) and "pool0" not in children:
+        stem = "cifar"
+    else:
+        raise _fail(f"unknown stem: conv0 {conv0.kernel_size} stride {conv0.stride}")
+
+    blocks = [m for n, m in children.items() if n.startswith("denseblock")]
+    if not blocks:
+        raise _fail("no features.denseblockN modules")
+    first = getattr(blocks[0], "denselayer1", None)
+    if first is None:
+        raise _fail("features.denseblock1 has no denselayer1")
+    bottleneck = isinstance(getattr(first, "conv2", None), nn.Conv2d)
+    growth = first.conv2.out_channels if bottleneck else first.conv1.out_channels
+    bn_size = None
+    if bottleneck:
+        if first.conv1.out_channels % growth:
+            raise _fail(f"bottleneck width {first.conv1.out_channels} is not a multiple of "
+                        f"the growth rate {growth}")
+        bn_size = first.conv1.out_channels // growth
+    block_config = [sum(1 for n, _ in b.named_children() if n.startswith("denselayer"))
+                    for b in blocks]
+    pairs = [(m.conv.in_channels, m.conv.out_channels)
+             for n, m in children.items() if n.startswith("transition")]
+    classifier = getattr(model, "classifier", None)
+    num_classes = classifier.out_features if isinstance(classifier, nn.Linear) else 1000
+    drop = float(getattr(first, "drop_rate", 0.0) or 0.0)
+    data: dict[str, Any] = {
+        "name": name or type(model).__name__.lower(),
+        "description": f"inferred from a {type(model).__module__}.{type(model).__name__}",
+        "source": source or f"archspec.from_module({type(model).__name__})",
+        "input": {"channels": conv0.in_channels,
+                  "height": 224 if stem == "imagenet" else 32,
+                  "width": 224 if stem == "imagenet" else 32},
+        "stem": {"type": stem, "channels": conv0.out_channels},
+        "growth_rate": growth, "bn_size": bn_size, "compression": _theta(pairs),
+        "block_config": block_config, "drop_rate": drop, "num_classes": num_classes,
+        "memory_efficient": bool(getattr(first, "memory_efficient", False)),
+    }
+    import yaml
+
+    spec = loads(yaml.safe_dump(data, sort_keys=False), source="<module>")
+    _check_shapes(spec, model)
+    return spec
+
+
+def _check_shapes(spec: DenseNetSpec, model: nn.Module) -> None:
+    """The inferred spec must give the module's parameter names and shapes, exactly."""
+    from .builder import expected_state
+    from .weights import compare
+
+    report, _ = compare(expected_state(spec), model.state_dict(), "<module>")
+    if not report.ok:
+        raise SpecError(report.problems())
+
+
+def from_name(ref: str) -> tuple[nn.Module, str]:
+    """``torchvision:densenet121`` or ``timm:densenet121`` -> (model without weights, ref)."""
+    library, sep, arch = ref.partition(":")
+    if not sep or not arch:
+        raise _fail(f"expected LIBRARY:NAME such as torchvision:densenet121, got {ref!r}")
+    if library == "torchvision":
+        import torchvision
+
+        ctor = getattr(torchvision.models, arch, None)
+        if ctor is None or not arch.startswith("densenet"):
+            raise _fail(f"torchvision has no DenseNet called {arch!r}")
+        return ctor(weights=None), ref
+    if library == "timm":
+        try:
+            import timm
+        except ImportError:
+            raise _fail("timm is not installed: pip install timm") from None
+        if arch not in timm.list_models("*densenet*"):
+            raise _fail(f"timm has no DenseNet called {arch!r}")
+        return timm.create_model(arch, pretrained=False), ref
+    raise _fail(f"unknown library {library!r}: use torchvision: or timm:")
+

@@ -1,0 +1,179 @@
+"""Loading weights trained elsewhere, with a report in the spec's terms.
+
+Reads archspec checkpoints, plain state_dicts (torchvision, timm), common wrappers
+(``{"state_dict": ...}``, ``{"model": ...}``) and .safetensors files, always without
+unpickling arbitrary objects (``torch.load(weights_only=True)``). Keys are normalised
+before comparison: DataParallel's ``module.`` prefix is stripped and old torchvision keys
+(``denselayer1.norm.1.weight``) become new ones (``denselayer1.norm1.weight``), as
+torchvision's own loader does. Missing, unexpected and mis-shaped keys are reported as
+"block 3, layer 7, conv2: expected 32x128x3x3, found 48x192x3x3", not as a raw torch error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import Problem, SpecError
+
+__all__ = ["WeightsError", "WeightsReport", "read_state_dict", "normalise_keys",
+           "spec_terms", "compare", "load_weights"]
+
+# torchvision's pattern for pre-0.3 checkpoints: 'norm.1' -> 'norm1', 'conv.2' -> 'conv2'
+_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\."
+    r"(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+# Checkpoints older than PyTorch 0.4 have no BN step counters; BatchNorm fills them in.
+_OPTIONAL_SUFFIX = ".num_batches_tracked"
+_HEAD_PREFIX = "classifier."
+
+
+class WeightsError(SpecError):
+    """A checkpoint that cannot be read or does not fit the spec; one problem per key."""
+
+
+@dataclass
+class WeightsReport:
+    """What comparing a checkpoint with a model found. ``ok`` when it loads strictly."""
+
+    checkpoint: str
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    remapped: int = 0          # old-style or prefixed keys renamed
+    dropped_head: list[str] = field(default_factory=list)
+    matched: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def problems(self) -> list[Problem]:
+        out = [Problem(f"expected {_shape(e)}, found {_shape(f)}", self.checkpoint, 0, 0,
+                       spec_terms(k)) for k, e, f in self.mismatched]
+        out += [Problem("missing from the checkpoint", self.checkpoint, 0, 0, spec_terms(k))
+                for k in self.missing]
+        out += [Problem(f"in the checkpoint but not in the spec (key {k})", self.checkpoint,
+                        0, 0, spec_terms(k)) for k in self.unexpected]
+        return out
+
+    def summary(self) -> str:
+        parts = [f"{self.matched} tensors match"]
+        if self.remapped:
+            parts.append(f"{self.remapped} old-style keys remapped")
+        if self.dropped_head:
+            parts.append(f"classifier not loaded ({len(self.dropped_head)} tensors, drop_head)")
+        for label, items in (("mismatched", self.mismatched), ("missing", self.missing),
+                             ("unexpected", self.unexpected)):
+            if items:
+                parts.append(f"{len(items)} {label}")
+        return ", ".join(parts)
+
+
+def _shape(s: tuple) -> str:
+    return "x".join(map(str, s)) if s else "scalar"
+
+
+def spec_terms(key: str) -> str:
+    """``features.denseblock3.denselayer7.conv2.weight`` -> ``block 3, layer 7, conv2``."""
+    name = key[:-len(".weight")] if key.endswith(".weight") else key
+    m = re.match(r"features\.denseblock(\d+)\.denselayer(\d+)\.(.+)$", name)
+    if m:
+        return f"block {m[1]}, layer {m[2]}, {m[3]}"
+    m = re.match(r"features\.transition(\d+)\.(.+)$", name)
+    if m:
+        return f"transition {m[1]}, {m[2]}"
+    m = re.match(r"features\.(conv0|norm0|pool0)(.*)$", name)
+    if m:
+        return f"stem, {m[1]}{m[2]}"
+    if name.startswith("features.norm5"):
+        return "final " + name[len("features."):]
+    return name
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file, unwrapped; WeightsError if it is not one."""
+    file = os.fspath(path)
+    if not os.path.isfile(file):
+        raise WeightsError(Problem("no such checkpoint file", file))
+    try:
+        if file.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(file)
+        else:
+            obj = torch.load(file, map_location="cpu", weights_only=True)
+    except ImportError:
+        raise WeightsError(Problem("reading .safetensors needs the safetensors package",
+                                   file)) from None
+    except Exception as e:  # unpickling refused, truncated zip, not a torch file ...
+        if "weights_only" in str(e) or "Unpickl" in type(e).__name__:
+            why = ("not a tensors-only checkpoint: it is not a torch file, or it holds "
+                   "Python objects that archspec will not unpickle")
+        else:
+            why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise WeightsError(Problem(f"cannot read checkpoint: {why}", file)) from None
+    for wrapper in ("state_dict", "model_state_dict", "model", "state_dict_ema"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+            break
+    if not isinstance(obj, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise WeightsError(Problem("not a state_dict: expected a mapping of names to tensors",
+                                   file))
+    return obj
+
+
+def normalise_keys(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
+    """Strip ``module.`` prefixes and rename old torchvision keys; returns (dict, renamed)."""
+    out, renamed = {}, 0
+    for key, value in state.items():
+        new = key
+        while new.startswith("module."):
+            new = new[len("module."):]
+        m = _OLD_KEY.match(new)
+        if m:
+            new = m[1] + m[2]
+        renamed += new != key
+        out[new] = value
+    return out, renamed
+
+
+def compare(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: str = "<weights>",
+            *, drop_head: bool = False) -> tuple[WeightsReport, dict[str, torch.Tensor]]:
+    """Compare a checkpoint's tensors with ``model``'s; returns the report and the
+    normalised state to load (without the classifier when ``drop_head``)."""
+    state, renamed = normalise_keys(state)
+    expected = model.state_dict()
+    report = WeightsReport(checkpoint, remapped=renamed)
+    if drop_head:
+        report.dropped_head = [k for k in state if k.startswith(_HEAD_PREFIX)]
+        state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIX)}
+        expected = {k: v for k, v in expected.items() if not k.startswith(_HEAD_PREFIX)}
+    for key, want in expected.items():
+        if key not in state:
+            if not key.endswith(_OPTIONAL_SUFFIX):
+                report.missing.append(key)
+        elif tuple(state[key].shape) != tuple(want.shape):
+            report.mismatched.append((key, tuple(want.shape), tuple(state[key].shape)))
+        else:
+            report.matched += 1
+    report.unexpected = [k for k in state if k not in expected]
+    return report, state
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, *, drop_head: bool = False
+                 ) -> WeightsReport:
+    """Load a checkpoint into ``model`` strictly (but for the head with ``drop_head``);
+    WeightsError listing every problem in the spec's terms if it does not fit."""
+    state = read_state_dict(path)
+    report, state = compare(model, state, os.fspath(path), drop_head=drop_head)
+    if not report.ok:
+        raise WeightsError(report.problems())
+    model.load_state_dict(state, strict=not drop_head)
+    return report
