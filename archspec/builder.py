@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from .canonical import canonical, content_hash
 from .files import write_atomic
 from .loader import load, loads
-from .nn import DenseBlock, DenseLayer, Transition, cifar_stem, imagenet_stem
+from .nn import (DenseBlock, DenseLayer, Transition, activation_fn, cifar_stem, deep_stem,
+                 imagenet_stem, make_activation, make_norm)
 from .plan import Plan, plan as make_plan
 from .resources import check_resources
 from .schema import DenseNetSpec, StemType
@@ -34,21 +35,30 @@ class DenseNet(nn.Module):
         super().__init__()
         self.plan = plan
         spec = plan.spec
-        features: list[tuple[str, nn.Module]] = []
+        norm, act = make_norm(spec.norm), make_activation(spec.activation)
+        self._act = activation_fn(spec.activation)
+        blur = spec.anti_alias.filter_size
         stem = plan.stages[0]
-        make_stem = imagenet_stem if plan.stem_type == StemType.imagenet else cifar_stem
-        features += make_stem(stem.in_channels, stem.out_channels)
+        if plan.stem_type == StemType.cifar:
+            features = cifar_stem(stem.in_channels, stem.out_channels)
+        elif plan.stem_type == StemType.imagenet:
+            features = imagenet_stem(stem.in_channels, stem.out_channels, norm, act,
+                                     blur if stem.blur else None)
+        else:
+            features = deep_stem(stem.in_channels, plan.stem_widths, stem.out_channels, norm,
+                                 act, blur if stem.blur else None)
         for stage in plan.stages[1:-1]:
             if stage.kind == "block":
                 layers = [DenseLayer(lp.in_channels, lp.bottleneck_channels, lp.growth_rate,
-                                     plan.drop_rate, spec.memory_efficient)
+                                     stage.drop_rate, spec.memory_efficient, norm, act)
                           for lp in stage.layers]
                 features.append((stage.name, DenseBlock(layers)))
             else:
-                features.append((stage.name, Transition(stage.in_channels, stage.out_channels,
-                                                        plan.drop_rate)))
+                features.append((stage.name, Transition(
+                    stage.in_channels, stage.out_channels, stage.drop_rate, norm, act,
+                    blur if stage.blur else None)))
         head = plan.stages[-1]
-        features.append(("norm5", nn.BatchNorm2d(head.in_channels)))
+        features.append(("norm5", norm(head.in_channels)))
         self.features = nn.Sequential(OrderedDict(features))
         self.classifier = nn.Linear(head.in_channels, head.out_channels)
         self._init_weights()
@@ -58,14 +68,14 @@ class DenseNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight)
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
             elif isinstance(m, nn.Linear):
                 nn.init.constant_(m.bias, 0)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.features(x), inplace=True)
+        out = self._act(self.features(x))
         out = torch.flatten(F.adaptive_avg_pool2d(out, (1, 1)), 1)
         return self.classifier(out)
 
@@ -89,7 +99,9 @@ class DenseNetFeatures(nn.Module):
         self.plan = plan
         self.out_indices = tuple(i % len(info) for i in out_indices)
         self.feature_info = [info[i] for i in self.out_indices]
-        self.features = DenseNet(plan).features  # same modules, same init, same names
+        full = DenseNet(plan)
+        self.features = full.features  # same modules, same init, same names
+        self._act = full._act
         self._taps = {info[i]["module"].split(".", 1)[1]: i for i in self.out_indices}
         last = max(self.out_indices)
         names = [n for n, _ in self.features.named_children()]
@@ -99,16 +111,16 @@ class DenseNetFeatures(nn.Module):
         out: list[Tensor] = []
         activated = False
         for i, (name, module) in enumerate(self.features.named_children()):
-            if activated and isinstance(module, nn.ReLU):
-                # The tap already applied this ReLU; the in-place module would modify the
-                # returned tensor (and one autograd saved).
+            if activated and name.startswith("relu"):
+                # The tap already applied this activation; the in-place module would modify
+                # the returned tensor (and one autograd saved).
                 activated = False
                 continue
             x = module(x)
             activated = False
             if name in self._taps:
-                if name.startswith("norm"):  # timm's norm layers carry their ReLU
-                    x = F.relu(x)
+                if name.startswith("norm"):  # timm's norm layers carry their activation
+                    x = self._act(x)
                     activated = True
                 out.append(x)
             if i == self._stop:  # later stages feed no requested output

@@ -22,7 +22,7 @@ from .files import OutputError, write_atomic
 from .loader import load
 from .plan import Plan, plan as make_plan
 from .resources import DTYPE_BYTES, check_resources
-from .report import (diff_text, list_rows, paper_table, render_table, summary_json,
+from .report import (diff_text, list_rows, setting, paper_table, render_table, summary_json,
                      summary_text)
 
 __all__ = ["main"]
@@ -269,7 +269,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     out = write_atomic(args.output, lambda fh: fh.write(text.encode()), force=args.force)
     p = make_plan(spec)
     _out(f"wrote {out} ({spec.name}: {p.params:,} params, block_config "
-         f"{list(p.block_config)}, k={p.growth_rate})")
+         f"{list(p.block_config)}, k={setting(p.growth_rate)})")
     return EXIT_OK
 
 

@@ -25,11 +25,8 @@ def _fail(message: str) -> SpecError:
     return SpecError.at(message, "<module>")
 
 
-def _theta(pairs: list[tuple[int, int]]) -> float:
-    """The compression that gives every transition's width: out = floor(theta * in)."""
-    if not pairs:
-        return 1.0
-    # The shortest decimal in [out/in, (out+1)/in) of the first transition that fits all.
+def _shortest_theta(pairs: list[tuple[int, int]]) -> float | None:
+    """The shortest decimal theta with floor(theta * in) == out for every (in, out)."""
     c_in, c_out = pairs[0]
     lo, hi = Fraction(c_out, c_in), Fraction(c_out + 1, c_in)
     for digits in range(1, 8):
@@ -38,7 +35,21 @@ def _theta(pairs: list[tuple[int, int]]) -> float:
         if candidate < hi and 0 < candidate <= 1 and all(
                 math.floor(candidate * i) == o for i, o in pairs):
             return float(candidate)
-    raise _fail(f"no single compression gives these transition widths: {pairs}")
+    return None
+
+
+def _theta(pairs: list[tuple[int, int]]) -> float | list[float]:
+    """The compression that gives every transition's width (out = floor(theta * in)):
+    one value if one fits all, else one per transition."""
+    if not pairs:
+        return 1.0
+    shared = _shortest_theta(pairs)
+    if shared is not None:
+        return shared
+    each = [_shortest_theta([p]) for p in pairs]
+    if any(t is None for t in each):
+        raise _fail(f"no compression gives these transition widths: {pairs}")
+    return each  # type: ignore[return-value]
 
 
 def from_module(model: nn.Module, *, name: str | None = None,
@@ -58,52 +69,96 @@ def from_module(model: nn.Module, *, name: str | None = None,
     children = dict(features.named_children())
     conv0 = children.get("conv0")
     if not isinstance(conv0, nn.Conv2d):
-        raise _fail("features.conv0 is not a Conv2d (deep stems are not inferred yet)")
-    if conv0.kernel_size == (7, 7) and conv0.stride == (2, 2) and "pool0" in children:
-        stem = "imagenet"
-    elif conv0.kernel_size == (3, 3) and conv0.stride == (1, 1) and "pool0" not in children:
-        stem = "cifar"
+        raise _fail("features.conv0 is not a Conv2d")
+    pool0 = children.get("pool0")
+    stem_widths = None
+    if isinstance(children.get("conv2"), nn.Conv2d) and pool0 is not None:
+        stem, stem_channels = "deep", children["conv2"].out_channels
+        stem_widths = [conv0.out_channels, children["conv1"].out_channels]
+    elif conv0.kernel_size == (7, 7) and conv0.stride == (2, 2) and pool0 is not None:
+        stem, stem_channels = "imagenet", conv0.out_channels
+    elif conv0.kernel_size == (3, 3) and conv0.stride == (1, 1) and pool0 is None:
+        stem, stem_channels = "cifar", conv0.out_channels
     else:
         raise _fail(f"unknown stem: conv0 {conv0.kernel_size} stride {conv0.stride}")
 
     blocks = [m for n, m in children.items() if n.startswith("denseblock")]
-    if not blocks:
-        raise _fail("no features.denseblockN modules")
-    first = getattr(blocks[0], "denselayer1", None)
-    if first is None:
-        raise _fail("features.denseblock1 has no denselayer1")
-    bottleneck = isinstance(getattr(first, "conv2", None), nn.Conv2d)
-    growth = first.conv2.out_channels if bottleneck else first.conv1.out_channels
-    bn_size = None
-    if bottleneck:
-        if first.conv1.out_channels % growth:
+    if not blocks or not all(hasattr(b, "denselayer1") for b in blocks):
+        raise _fail("no features.denseblockN modules with denselayer1")
+    growth, bn_sizes = [], []
+    for b in blocks:
+        first = b.denselayer1
+        bottleneck = isinstance(getattr(first, "conv2", None), nn.Conv2d)
+        k = first.conv2.out_channels if bottleneck else first.conv1.out_channels
+        growth.append(k)
+        if bottleneck and first.conv1.out_channels % k:
             raise _fail(f"bottleneck width {first.conv1.out_channels} is not a multiple of "
-                        f"the growth rate {growth}")
-        bn_size = first.conv1.out_channels // growth
+                        f"the growth rate {k}")
+        bn_sizes.append(first.conv1.out_channels // k if bottleneck else None)
+    if stem_widths is not None:
+        k1 = growth[0]
+        if stem_widths == [k1, k1]:
+            stem_widths = None
+        elif stem_widths == [3 * (k1 // 4), 6 * (k1 // 4)]:
+            stem, stem_widths = "deep_tiered", None
     block_config = [sum(1 for n, _ in b.named_children() if n.startswith("denselayer"))
                     for b in blocks]
-    pairs = [(m.conv.in_channels, m.conv.out_channels)
-             for n, m in children.items() if n.startswith("transition")]
+    transitions = [m for n, m in children.items() if n.startswith("transition")]
+    pairs = [(m.conv.in_channels, m.conv.out_channels) for m in transitions]
     classifier = getattr(model, "classifier", None)
     num_classes = classifier.out_features if isinstance(classifier, nn.Linear) else 1000
-    drop = float(getattr(first, "drop_rate", 0.0) or 0.0)
+    first = blocks[0].denselayer1
+    blur_stem = _blur_filter(pool0)
+    blur_trans = _blur_filter(transitions[0].pool) if transitions else None
+    norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
+    norm: dict[str, Any] = {"type": "batch"}
+    if norms and isinstance(norms[0], nn.GroupNorm):
+        norm = {"type": "group", "groups": norms[0].num_groups}
+
+    def one(values: list) -> Any:
+        return values[0] if len(set(values)) == 1 else values
     data: dict[str, Any] = {
         "name": name or type(model).__name__.lower(),
         "description": f"inferred from a {type(model).__module__}.{type(model).__name__}",
         "source": source or f"archspec.from_module({type(model).__name__})",
         "input": {"channels": conv0.in_channels,
-                  "height": 224 if stem == "imagenet" else 32,
-                  "width": 224 if stem == "imagenet" else 32},
-        "stem": {"type": stem, "channels": conv0.out_channels},
-        "growth_rate": growth, "bn_size": bn_size, "compression": _theta(pairs),
-        "block_config": block_config, "drop_rate": drop, "num_classes": num_classes,
-        "memory_efficient": bool(getattr(first, "memory_efficient", False)),
+                  "height": 224 if stem != "cifar" else 32,
+                  "width": 224 if stem != "cifar" else 32},
+        "stem": {"type": stem, "channels": stem_channels, "widths": stem_widths},
+        "growth_rate": one(growth), "bn_size": one(bn_sizes),
+        "compression": _theta(pairs), "block_config": block_config,
+        "drop_rate": float(getattr(first, "drop_rate", 0.0) or 0.0),
+        "norm": norm, "activation": _activation(model),
+        "anti_alias": {"stem": blur_stem is not None, "transitions": blur_trans is not None,
+                       "filter_size": blur_stem or blur_trans or 3},
+        "num_classes": num_classes,
+        "memory_efficient": bool(getattr(first, "memory_efficient", False)
+                                 or getattr(first, "grad_checkpointing", False)),
     }
     import yaml
 
     spec = loads(yaml.safe_dump(data, sort_keys=False), source="<module>")
     _check_shapes(spec, model)
     return spec
+
+
+def _blur_filter(pool: Any) -> int | None:
+    """The filter size of a blur pool (timm's or ours: a module with a ``filt`` buffer)."""
+    if pool is None:
+        return None
+    for m in pool.modules():
+        filt = getattr(m, "filt", None)
+        if filt is not None and hasattr(filt, "shape"):
+            return int(filt.shape[-1])
+    return None
+
+
+def _activation(model: nn.Module) -> str:
+    for m in model.modules():  # the first activation module decides (timm nests it in norms)
+        for cls, kind in ((nn.ReLU, "relu"), (nn.SiLU, "silu"), (nn.GELU, "gelu")):
+            if isinstance(m, cls):
+                return kind
+    return "relu"
 
 
 def _check_shapes(spec: DenseNetSpec, model: nn.Module) -> None:

@@ -210,7 +210,7 @@ def _validate(data: dict, smap: SourceMap, overrides: Mapping[str, Any] | None
     try:
         spec = DenseNetSpec.model_validate(data)
     except ValidationError as e:
-        raise SpecError(_translate_all(e.errors(), smap)) from None
+        raise SpecError(_translate_all(e.errors(), smap, data)) from None
     spec._source = smap
     return spec
 
@@ -261,22 +261,65 @@ _EXPECTED = {
     "bool_type": "true or false", "bool_parsing": "true or false",
     "string_type": "a string", "list_type": "a list", "dict_type": "a mapping",
     "model_type": "a mapping", "model_attributes_type": "a mapping",
+    "none_required": "null",
 }
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
            "less_than_equal": "<="}
 
 
-def _translate_all(errors: list[dict], smap: SourceMap) -> list[Problem]:
-    """Translate every error; a missing key that a misspelled one stands for is said once."""
-    stands_for = set()  # (parent path, field name) a misspelled key was probably meant as
+def _clean_loc(loc: tuple, data: Any) -> tuple[tuple, bool]:
+    """Pydantic's loc without union branch tags ('constrained-int', 'list[...]'), found by
+    walking the data the user wrote; and whether a tag was dropped."""
+    out: list = []
+    node, dropped = data, False
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str):
+            out.append(part)
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            out.append(part)
+            node = node[part]
+        else:  # a union branch's name: not a place in the user's file
+            dropped = True
+    return tuple(out), dropped
+
+
+def _translate_all(errors: list[dict], smap: SourceMap, data: Any) -> list[Problem]:
+    """Translate every error into the user's terms.
+
+    - A missing key that a misspelled one stands for is said once (as the misspelling).
+    - For a field that takes "a number or a list" the branch that fits what was written
+      speaks: errors inside the list win over "expected an integer, found a list"; when
+      no branch fits, one message names all of them ("expected an integer or a list").
+    """
+    cleaned = []
     for err in errors:
+        loc, tagged = _clean_loc(tuple(err["loc"]), data)
+        cleaned.append({**err, "loc": loc, "_branch": tagged})
+    stands_for = set()  # (parent path, field name) a misspelled key was probably meant as
+    for err in cleaned:
         if err["type"] == "extra_forbidden":
             meant = _suggest_field(err["loc"])
             if meant:
-                stands_for.add((tuple(err["loc"][:-1]), meant))
-    return [_translate(err, smap) for err in errors
-            if not (err["type"] == "missing"
-                    and (tuple(err["loc"][:-1]), err["loc"][-1]) in stands_for)]
+                stands_for.add((err["loc"][:-1], meant))
+    problems: list[Problem] = []
+    merged: dict[tuple, list[dict]] = {}
+    for err in cleaned:
+        loc = err["loc"]
+        if err["type"] == "missing" and (loc[:-1], loc[-1]) in stands_for:
+            continue
+        if err["_branch"] and err["type"] in _EXPECTED:
+            deeper = any(o is not err and o["loc"][:len(loc)] == loc and
+                         (len(o["loc"]) > len(loc) or o["type"] not in _EXPECTED)
+                         for o in cleaned)
+            if not deeper:
+                merged.setdefault(loc, []).append(err)
+            continue
+        problems.append(_translate(err, smap))
+    for loc, errs in merged.items():
+        kinds = " or ".join(dict.fromkeys(_EXPECTED[e["type"]] for e in errs))
+        problems.append(smap.problem(loc, f"expected {kinds}, found {describe(errs[0]['input'])}"))
+    return problems
 
 
 def _suggest_field(loc: tuple) -> str | None:
@@ -287,7 +330,7 @@ def _suggest_field(loc: tuple) -> str | None:
 
 
 def _translate(err: dict, smap: SourceMap) -> Problem:
-    loc = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
+    loc = tuple(err["loc"])
     kind, ctx, found = err["type"], err.get("ctx") or {}, err.get("input")
     if kind == "extra_forbidden":
         model = _model_at(loc[:-1])

@@ -1,14 +1,15 @@
 """Spec -> Plan: every channel count, output size, parameter and MAC of a DenseNet.
 
-Pure arithmetic, no torch. Every channel-count rule of the paper lives here once; the
-builder instantiates what the plan says and the reports print it, neither recomputes it.
+Pure arithmetic, no torch. Every channel-count rule of the paper (and of timm's variants)
+lives here once; the builder instantiates what the plan says and the reports print it,
+neither recomputes it.
 
 Conventions (also in docs/spec-reference.md):
-- ``params`` counts trainable parameters: conv weights (no conv has a bias), BN weight and
-  bias (affine), classifier weight and bias. BN running statistics are buffers, not params.
-- ``macs`` counts multiply-accumulates of convolutions and the classifier for ONE image;
-  BN, ReLU, pooling and concatenation are not counted (they are memory-bound, and this is
-  the convention of the paper's FLOPs figures and of torchinfo's "mult-adds").
+- ``params`` counts trainable parameters: conv weights (no conv has a bias), norm weight
+  and bias (affine), classifier weight and bias. BN running statistics are buffers.
+- ``macs`` counts multiply-accumulates of the learned convolutions and the classifier for
+  ONE image; norms, activations, pooling (blur filters included: they are fixed, not
+  learned) and concatenation are not counted, as in the paper's FLOPs figures.
 - ``activations`` counts elements of a stage's output for one image.
 """
 
@@ -17,18 +18,31 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 from .errors import Problem, SpecError
-from .schema import DenseNetSpec, StemType
+from .schema import DenseNetSpec, NormType, StemType
 from .yamlio import COMMAND_LINE
 
-__all__ = ["LayerPlan", "Stage", "Plan", "plan", "conv_out"]
+__all__ = ["LayerPlan", "Stage", "Plan", "plan", "conv_out", "blur_out"]
+
+_POOLING_STEMS = (StemType.imagenet, StemType.deep, StemType.deep_tiered)
+_DEEP_STEMS = (StemType.deep, StemType.deep_tiered)
 
 
 def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output length of a convolution or pooling window along one axis (floor mode)."""
     return (size + 2 * padding - kernel) // stride + 1
+
+
+def blur_padding(filter_size: int) -> int:
+    """Reflect padding of a stride-2 blur pool (timm's get_padding(filter, stride=2))."""
+    return (1 + (filter_size - 1)) // 2
+
+
+def blur_out(size: int, filter_size: int) -> int:
+    """Output length of a stride-2 blur pool with reflect padding."""
+    return conv_out(size, filter_size, 2, blur_padding(filter_size))
 
 
 @dataclass(frozen=True)
@@ -66,20 +80,26 @@ class Stage:
     macs: int
     activations: int               # output elements per image
     layers: tuple[LayerPlan, ...] = ()
-    # transition: the compression applied; block: its index (1-based) in the network
-    compression: Optional[float] = None
-    index: int = 0
+    index: int = 0                 # block/transition number, 1-based
+    growth_rate: Optional[int] = None      # block
+    bn_size: Optional[int] = None          # block (None: no bottleneck)
+    compression: Optional[float] = None    # transition
+    drop_rate: float = 0.0                 # block and transition
+    blur: bool = False                     # stem pool / transition pool is a blur pool
 
     def as_dict(self, *, layers: bool = False) -> dict:
         """JSON-ready view; keys are a contract of ``archspec summary --format json``."""
-        d = {
+        d: dict[str, Any] = {
             "name": self.name, "kind": self.kind, "module": self.module,
             "in_channels": self.in_channels, "out_channels": self.out_channels,
             "in_size": list(self.in_size), "out_size": list(self.out_size),
             "params": self.params, "macs": self.macs, "activations": self.activations,
         }
         if self.kind == "block":
-            d["num_layers"] = len(self.layers)
+            d.update(num_layers=len(self.layers), growth_rate=self.growth_rate,
+                     bn_size=self.bn_size, drop_rate=self.drop_rate)
+        if self.kind == "transition":
+            d.update(compression=self.compression, drop_rate=self.drop_rate)
         if layers and self.layers:
             d["layers"] = [dict(vars(layer)) for layer in self.layers]
         return d
@@ -87,19 +107,25 @@ class Stage:
 
 @dataclass(frozen=True)
 class Plan:
-    """The resolved architecture of one spec. Build a model from it or report it."""
+    """The resolved architecture of one spec. Build a model from it or report it.
+
+    ``growth_rate``, ``bn_size``, ``compression`` and ``drop_rate`` are as the spec wrote
+    them (one value, or a tuple per block / per transition); the per-stage values are on
+    the stages.
+    """
 
     spec: DenseNetSpec
     stem_type: StemType
     stem_channels: int
-    growth_rate: int
-    bn_size: Optional[int]
-    compression: float
+    stem_widths: tuple[int, ...]               # deep stems: the first two convs' widths
+    growth_rate: int | tuple[int, ...]
+    bn_size: Optional[int] | tuple[Optional[int], ...]
+    compression: float | tuple[float, ...]
     block_config: tuple[int, ...]
-    drop_rate: float
+    drop_rate: float | tuple[float, ...]
     num_classes: int
     input_shape: tuple[int, int, int]          # C, H, W
-    stem_conv_size: tuple[int, int]            # after the stem's conv (before any pool)
+    stem_conv_size: tuple[int, int]            # after the stem's convs (before any pool)
     stages: tuple[Stage, ...]
     params: int
     macs: int
@@ -112,21 +138,26 @@ class Plan:
         return self.spec.name
 
     @property
+    def blocks(self) -> tuple[Stage, ...]:
+        return tuple(s for s in self.stages if s.kind == "block")
+
+    @property
     def depth(self) -> int:
-        """Weighted layers as the paper counts them: convs (two per bottleneck layer) + FC."""
-        per_layer = 2 if self.bn_size else 1
-        stem_convs = 1
-        return stem_convs + per_layer * sum(self.block_config) + (len(self.block_config) - 1) + 1
+        """Weighted layers as the paper counts them: stem convs, one or two convs per dense
+        layer, one per transition, and the classifier."""
+        stem_convs = 3 if self.stem_type in _DEEP_STEMS else 1
+        per_layer = sum((2 if b.bn_size else 1) * len(b.layers) for b in self.blocks)
+        return stem_convs + per_layer + (len(self.block_config) - 1) + 1
 
     def training_activations(self, *, memory_efficient: bool | None = None) -> int:
         """Estimated elements autograd keeps for backward, per image, in a training step.
 
         Per dense layer at HxW with c inputs, bottleneck b and growth k: the concatenation
-        and its BN output (2c), the bottleneck conv and BN outputs (2b) and the new
+        and its norm output (2c), the bottleneck conv and norm outputs (2b) and the new
         features (k). With memory_efficient the first two are recomputed in backward
-        instead (only the largest one exists at a time). Transitions keep their BN and conv
-        outputs and the pooled map; the stem its conv, BN and pool outputs. An estimate
-        for the resource guard, within tens of percent of what autograd really keeps.
+        instead (only the largest one exists at a time). Transitions keep their norm and
+        conv outputs and the pooled map; the stem its conv and norm outputs and the pooled
+        map. An estimate for the resource guard, within about 10% of what autograd keeps.
         """
         if memory_efficient is None:
             memory_efficient = self.spec.memory_efficient
@@ -135,8 +166,9 @@ class Plan:
             h, w = s.in_size
             if s.kind == "stem":
                 ch, cw = self.stem_conv_size
-                conv_outputs = 2 if self.stem_type == StemType.imagenet else 1
-                total += conv_outputs * s.out_channels * ch * cw + s.activations
+                widths = sum(self.stem_widths) + s.out_channels
+                normed = 2 if self.stem_type != StemType.cifar else 1
+                total += normed * widths * ch * cw + s.activations
             elif s.kind == "block":
                 for lp in s.layers:
                     b = lp.bottleneck_channels or 0
@@ -163,6 +195,9 @@ class Plan:
     def as_dict(self, *, layers: bool = False) -> dict:
         """JSON-ready view; the keys are a contract of ``archspec summary --format json``."""
         c, h, w = self.input_shape
+
+        def plain(v):
+            return list(v) if isinstance(v, tuple) else v
         return {
             "name": self.name,
             "params": self.params,
@@ -171,32 +206,58 @@ class Plan:
             "activations": self.activations,
             "input": [c, h, w],
             "depth": self.depth,
-            "growth_rate": self.growth_rate,
-            "bn_size": self.bn_size,
-            "compression": self.compression,
+            "stem": self.stem_type.value,
+            "stem_channels": self.stem_channels,
+            "growth_rate": plain(self.growth_rate),
+            "bn_size": plain(self.bn_size),
+            "compression": plain(self.compression),
             "block_config": list(self.block_config),
+            "drop_rate": plain(self.drop_rate),
+            "norm": self.spec.norm.type.value,
+            "activation": self.spec.activation.value,
             "num_classes": self.num_classes,
+            "feature_info": [dict(f) for f in self.feature_info],
             "stages": [s.as_dict(layers=layers) for s in self.stages],
         }
 
 
 def _bn(c: int) -> int:
-    return 2 * c  # affine BN: weight and bias
+    return 2 * c  # affine norm (batch or group): weight and bias
+
+
+def _as_written(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _per(spec: DenseNetSpec, key: str, count: int, what: str) -> tuple:
+    """A per-block (or per-transition) setting: one value repeated, or a list of ``count``."""
+    value = getattr(spec, key)
+    if not isinstance(value, list):
+        return (value,) * count
+    if len(value) != count:
+        raise spec.source_map.error((key,), f"has {len(value)} values for {count} {what}; "
+                                            f"give one value, or exactly {count}")
+    return tuple(value)
 
 
 def _depth_to_blocks(spec: DenseNetSpec) -> tuple[int, ...]:
     """The paper's rule for three-block nets: (L-4)/3 layers per block, (L-4)/6 with bottlenecks."""
     smap = spec.source_map
-    per = 6 if spec.bn_size else 3
-    rule = "(L-4)/6 (bottleneck layers count twice)" if spec.bn_size else "(L-4)/3"
+    bn = spec.bn_size if isinstance(spec.bn_size, list) else [spec.bn_size] * 3
+    if len(bn) != 3 or len({b is None for b in bn}) != 1:
+        raise smap.error(("depth",), "depth gives three blocks with or without bottlenecks "
+                                     "throughout; with another bn_size per block, give "
+                                     "block_config instead")
+    bottleneck = bn[0] is not None
+    per = 6 if bottleneck else 3
+    rule = "(L-4)/6 (bottleneck layers count twice)" if bottleneck else "(L-4)/3"
     depth = spec.depth
     assert depth is not None
     n, rest = divmod(depth - 4, per)
     if n >= 1 and rest == 0:
         return (n,) * 3
     # valid depths are 4 + per*n for n >= 1 layers per block
-    nearest = [d for d in (4 + per * n, 4 + per * (n + 1)) if d >= 4 + per]
-    nearest = nearest or [4 + per]
+    nearest = [d for d in (4 + per * n, 4 + per * (n + 1)) if d >= 4 + per] or [4 + per]
     raise smap.error(("depth",), f"depth {depth} does not give a whole number of layers per "
                      f"block by the rule {rule}; nearest valid depths: "
                      + " and ".join(map(str, sorted(set(nearest)))))
@@ -208,13 +269,44 @@ def _transition_width(theta: float, channels: int) -> int:
     return math.floor(Fraction(repr(theta)) * channels)
 
 
+class _Sizes:
+    """Spatial bookkeeping with the 'input too small' problem in one place."""
+
+    def __init__(self, spec: DenseNetSpec):
+        self.spec = spec
+        self.c = spec.input.channels
+
+    def too_small(self, stage: str, h: int, w: int, need: str) -> Problem:
+        i = self.spec.input
+        return self.spec.source_map.problem(
+            ("input",), f"{self.c}x{i.height}x{i.width} is too small: {stage} receives "
+                        f"{h}x{w}, {need}")
+
+    def pool(self, stage: str, h: int, w: int, blur: bool, filter_size: int,
+             avg: bool) -> tuple[int, int]:
+        """Size after a stride-2 pool: 2x2 average, 3x3/2 max, or a stride-2 blur."""
+        if blur:
+            pad = blur_padding(filter_size)
+            if min(h, w) <= pad:  # reflect padding needs more pixels than it pads
+                raise SpecError(self.too_small(f"{stage} (blur pool)", h, w,
+                                               f"needs at least {pad + 1}x{pad + 1}"))
+            return blur_out(h, filter_size), blur_out(w, filter_size)
+        if avg:
+            if min(h, w) < 2:
+                raise SpecError(self.too_small(f"{stage} (2x2 average pool)", h, w,
+                                               "needs at least 2x2"))
+            return h // 2, w // 2
+        return conv_out(h, 3, 2, 1), conv_out(w, 3, 2, 1)
+
+
 def plan(spec: DenseNetSpec) -> Plan:
     """Resolve a spec into a Plan: channels, sizes, parameters and MACs of every stage.
 
     Raises SpecError, located at the responsible key, for a depth that does not fit the
-    paper's rule, a transition that would output no channels, an input too small for the
-    stem and transitions, and an ``expect`` that the plan contradicts. Several problems
-    are reported together where the arithmetic can go on past the first.
+    paper's rule, per-block lists of the wrong length, a transition that would output no
+    channels, an input too small for the stem and transitions, widths that group norm
+    cannot divide, and an ``expect`` that the plan contradicts. Several problems are
+    reported together where the arithmetic can go on past the first.
     """
     smap = spec.source_map
     problems: list[Problem] = []
@@ -226,42 +318,76 @@ def plan(spec: DenseNetSpec) -> Plan:
         raise smap.error((), "the number of layers is missing: give 'block_config' (layers "
                              "per block) or 'depth' (the paper's L)")
     block_config = tuple(spec.block_config) if spec.block_config else _depth_to_blocks(spec)
+    n_blocks = len(block_config)
+    ks = _per(spec, "growth_rate", n_blocks, "blocks")
+    bns = _per(spec, "bn_size", n_blocks, "blocks")
+    drops = _per(spec, "drop_rate", n_blocks, "blocks")
+    if isinstance(spec.compression, list) or n_blocks > 1:
+        thetas = _per(spec, "compression", n_blocks - 1, "transitions")
+    else:
+        thetas = ()
 
-    k, bn_size, theta = spec.growth_rate, spec.bn_size, spec.compression
+    stem_type, aa = spec.stem.type, spec.anti_alias
+    k1 = ks[0]
     stem_channels = spec.stem.channels
     if stem_channels is None:
-        stem_channels = 2 * k if (bn_size or theta < 1) else 16
+        compressed = any(t < 1 for t in thetas) or (not isinstance(spec.compression, list)
+                                                    and spec.compression < 1)
+        deep_or_bc = stem_type in _DEEP_STEMS or any(bns) or compressed
+        stem_channels = 2 * k1 if deep_or_bc else 16
+    stem_widths: tuple[int, ...] = ()
+    if stem_type in _DEEP_STEMS:
+        if spec.stem.widths is not None:
+            stem_widths = tuple(spec.stem.widths)
+        elif stem_type == StemType.deep:
+            stem_widths = (k1, k1)
+        else:
+            stem_widths = (3 * (k1 // 4), 6 * (k1 // 4))
+            if k1 < 4:
+                raise smap.error(("stem", "type"), f"deep_tiered widths are 3*(k//4) and "
+                                                   f"6*(k//4): k={k1} gives 0; give "
+                                                   "stem.widths")
+    elif spec.stem.widths is not None:
+        raise smap.error(("stem", "widths"), f"only the deep stems have widths; a "
+                                             f"{stem_type.value} stem has one conv")
+    if aa.stem and stem_type not in _POOLING_STEMS:
+        raise smap.error(("anti_alias", "stem"), "the cifar stem has no pool to anti-alias; "
+                                                 "use an imagenet or deep stem")
 
+    sizes = _Sizes(spec)
     c_in, h, w = spec.input.channels, spec.input.height, spec.input.width
-    size_path = ("input",)
     stages: list[Stage] = []
 
-    def too_small(stage: str, h: int, w: int, need: str) -> Problem:
-        return smap.problem(size_path, f"{c_in}x{spec.input.height}x{spec.input.width} "
-                                       f"is too small: {stage} receives {h}x{w}, {need}")
-
-    # --- stem -------------------------------------------------------------------------
-    if spec.stem.type == StemType.imagenet:
-        h1, w1 = conv_out(h, 7, 2, 3), conv_out(w, 7, 2, 3)
-        if min(h1, w1) < 1:
-            raise SpecError(too_small("the stem's 7x7/2 conv", h, w, "needs at least 1x1"))
-        h2, w2 = conv_out(h1, 3, 2, 1), conv_out(w1, 3, 2, 1)
-        stem_conv_size = (h1, w1)
-        params = c_in * stem_channels * 49 + _bn(stem_channels)
-        macs = c_in * stem_channels * 49 * h1 * w1
-        stages.append(Stage("stem", "stem", "features.pool0", c_in, stem_channels, (h, w),
-                            (h2, w2), params, macs, stem_channels * h2 * w2))
-        h, w = h2, w2
-    else:  # cifar: 3x3 conv, stride 1, pad 1; size unchanged
+    # --- stem ---------------------------------------------------------------------------
+    if stem_type == StemType.cifar:  # 3x3 conv, stride 1, pad 1; size unchanged
         stem_conv_size = (h, w)
         params = c_in * stem_channels * 9
-        macs = params * h * w
         stages.append(Stage("stem", "stem", "features.conv0", c_in, stem_channels, (h, w),
-                            (h, w), params, macs, stem_channels * h * w))
+                            (h, w), params, params * h * w, stem_channels * h * w))
+    else:
+        if stem_type == StemType.imagenet:
+            h1, w1 = conv_out(h, 7, 2, 3), conv_out(w, 7, 2, 3)
+            params = c_in * stem_channels * 49 + _bn(stem_channels)
+            macs = c_in * stem_channels * 49 * h1 * w1
+        else:  # deep: 3x3/2, 3x3, 3x3, each with a norm
+            c1, c2 = stem_widths
+            h1, w1 = conv_out(h, 3, 2, 1), conv_out(w, 3, 2, 1)
+            params = (c_in * c1 * 9 + _bn(c1) + c1 * c2 * 9 + _bn(c2)
+                      + c2 * stem_channels * 9 + _bn(stem_channels))
+            macs = (c_in * c1 + c1 * c2 + c2 * stem_channels) * 9 * h1 * w1
+        if min(h1, w1) < 1:
+            raise SpecError(sizes.too_small("the stem's stride-2 conv", h, w,
+                                            "needs at least 1x1"))
+        stem_conv_size = (h1, w1)
+        h2, w2 = sizes.pool("the stem pool", h1, w1, aa.stem, aa.filter_size, avg=False)
+        stages.append(Stage("stem", "stem", "features.pool0", c_in, stem_channels, (h, w),
+                            (h2, w2), params, macs, stem_channels * h2 * w2, blur=aa.stem))
+        h, w = h2, w2
 
     # --- dense blocks and transitions ----------------------------------------------------
     channels = stem_channels
     for i, num_layers in enumerate(block_config, start=1):
+        k, bn_size, drop = ks[i - 1], bns[i - 1], drops[i - 1]
         layers = []
         block_in = channels
         for j in range(1, num_layers + 1):
@@ -279,39 +405,47 @@ def plan(spec: DenseNetSpec) -> Plan:
         stages.append(Stage(
             f"denseblock{i}", "block", f"features.denseblock{i}", block_in, channels,
             (h, w), (h, w), sum(lp.params for lp in layers), sum(lp.macs for lp in layers),
-            channels * h * w, tuple(layers), index=i))
-        if i == len(block_config):
+            channels * h * w, tuple(layers), index=i, growth_rate=k, bn_size=bn_size,
+            drop_rate=drop))
+        if i == n_blocks:
             break
+        theta = thetas[i - 1]
         out = _transition_width(theta, channels)
         if out < 1:
-            problems.append(smap.problem(("compression",), (
+            path = ("compression", i - 1) if isinstance(spec.compression, list) else \
+                ("compression",)
+            problems.append(smap.problem(path, (
                 f"transition{i} would output floor({theta} x {channels}) = {out} channels; "
                 "raise compression or growth_rate")))
             out = 1  # go on so later problems are reported too
-        if min(h, w) < 2:
-            problems.append(too_small(f"transition{i} (2x2 average pool)", h, w,
-                                      "needs at least 2x2"))
+        try:
+            h2, w2 = sizes.pool(f"transition{i}", h, w, aa.transitions, aa.filter_size,
+                                avg=True)
+        except SpecError as e:
+            problems.extend(e.problems)
             break
-        h2, w2 = h // 2, w // 2
         params = _bn(channels) + channels * out
         macs = channels * out * h * w  # the 1x1 conv runs before the pool, at full size
         stages.append(Stage(f"transition{i}", "transition", f"features.transition{i}",
                             channels, out, (h, w), (h2, w2), params, macs, out * h2 * w2,
-                            compression=theta, index=i))
+                            index=i, compression=theta, drop_rate=drop,
+                            blur=aa.transitions))
         channels, h, w = out, h2, w2
 
     if problems:
         raise SpecError(problems)
 
-    # --- head: norm5, ReLU, global average pool, classifier -----------------------------
+    # --- head: norm5, activation, global average pool, classifier --------------------------
     n = spec.num_classes
     stages.append(Stage("head", "head", "classifier", channels, n, (h, w), (1, 1),
                         _bn(channels) + channels * n + n, channels * n, n))
+    _check_group_norm(spec, stages, stem_widths)
 
     result = Plan(
-        spec=spec, stem_type=spec.stem.type, stem_channels=stem_channels, growth_rate=k,
-        bn_size=bn_size, compression=theta, block_config=block_config,
-        drop_rate=spec.drop_rate, num_classes=n,
+        spec=spec, stem_type=stem_type, stem_channels=stem_channels, stem_widths=stem_widths,
+        growth_rate=_as_written(spec.growth_rate), bn_size=_as_written(spec.bn_size),
+        compression=_as_written(spec.compression), block_config=block_config,
+        drop_rate=_as_written(spec.drop_rate), num_classes=n,
         input_shape=(c_in, spec.input.height, spec.input.width),
         stem_conv_size=stem_conv_size, stages=tuple(stages),
         params=sum(s.params for s in stages), macs=sum(s.macs for s in stages),
@@ -322,19 +456,56 @@ def plan(spec: DenseNetSpec) -> Plan:
     return result
 
 
+def _norm_widths(spec: DenseNetSpec, stages: Sequence[Stage],
+                 stem_widths: tuple[int, ...]) -> list[tuple[str, int]]:
+    """(module name, channels) of every norm layer, in network order."""
+    stem = stages[0]
+    out: list[tuple[str, int]] = []
+    if spec.stem.type == StemType.imagenet:
+        out.append(("features.norm0", stem.out_channels))
+    elif spec.stem.type in _DEEP_STEMS:
+        out += [("features.norm0", stem_widths[0]), ("features.norm1", stem_widths[1]),
+                ("features.norm2", stem.out_channels)]
+    for s in stages[1:-1]:
+        if s.kind == "block":
+            for lp in s.layers:
+                out.append((f"{s.module}.{lp.name}.norm1", lp.in_channels))
+                if lp.bottleneck_channels:
+                    out.append((f"{s.module}.{lp.name}.norm2", lp.bottleneck_channels))
+        else:
+            out.append((f"{s.module}.norm", s.in_channels))
+    out.append(("features.norm5", stages[-1].in_channels))
+    return out
+
+
+def _check_group_norm(spec: DenseNetSpec, stages: Sequence[Stage],
+                      stem_widths: tuple[int, ...]) -> None:
+    if spec.norm.type != NormType.group:
+        return
+    g = spec.norm.groups
+    bad = [(name, c) for name, c in _norm_widths(spec, stages, stem_widths) if c % g]
+    if bad:
+        shown = "; ".join(f"{name} has {c} channels" for name, c in bad[:3])
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise spec.source_map.error(("norm", "groups"), (
+            f"group norm with {g} groups needs every normalised width divisible by {g}: "
+            f"{shown}{more}"))
+
+
 def _feature_info(stages: list[Stage], spec: DenseNetSpec, stem_conv_size: tuple[int, int]
                   ) -> tuple[dict, ...]:
-    """Backbone taps as timm reports them: the stem's BN (before the pool), the end of each
-    block but the last (before its transition), and norm5 at the end of the last block."""
+    """Backbone taps as timm reports them: the stem's last norm (before the pool), the end
+    of each block but the last (before its transition), and norm5 after the last block."""
     h0 = spec.input.height
     info = []
     stem = stages[0]
-    if spec.stem.type == StemType.imagenet:
-        info.append({"module": "features.norm0", "num_chs": stem.out_channels,
-                     "reduction": _reduction(h0, stem_conv_size[0]), "stage": "stem"})
-    else:
+    if spec.stem.type == StemType.cifar:
         info.append({"module": "features.conv0", "num_chs": stem.out_channels,
                      "reduction": 1, "stage": "stem"})
+    else:
+        norm = "features.norm2" if spec.stem.type in _DEEP_STEMS else "features.norm0"
+        info.append({"module": norm, "num_chs": stem.out_channels,
+                     "reduction": _reduction(h0, stem_conv_size[0]), "stage": "stem"})
     blocks = [s for s in stages if s.kind == "block"]
     for s in blocks[:-1]:
         info.append({"module": s.module, "num_chs": s.out_channels,

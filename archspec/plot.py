@@ -12,6 +12,7 @@ from typing import Sequence
 
 from .files import write_atomic
 from .plan import Plan
+from .report import setting
 
 __all__ = ["channel_trace", "plot_channels"]
 
@@ -44,7 +45,7 @@ def plot_channels(plans: Sequence[Plan], path: str | os.PathLike, *, force: bool
     fig, ax = plt.subplots(figsize=(9, 4.8), dpi=120)
     for p in plans:
         ys, marks = channel_trace(p)
-        (line,) = ax.plot(range(len(ys)), ys, label=f"{p.name} (k={p.growth_rate})",
+        (line,) = ax.plot(range(len(ys)), ys, label=f"{p.name} (k={setting(p.growth_rate)})",
                           linewidth=1.6)
         ax.plot(marks, [ys[i] for i in marks], linestyle="none", marker="v",
                 color=line.get_color(), markersize=7)

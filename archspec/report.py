@@ -25,6 +25,23 @@ def human(n: float, unit: str = "") -> str:
     return f"{n:g}{unit}"
 
 
+def setting(value) -> str:
+    """A spec setting as written: ``32``, ``0.5``, or per block ``12, 24, 36``."""
+    if isinstance(value, (tuple, list)):
+        return ", ".join(setting(v) for v in value)
+    if value is None:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def variant(plan: Plan) -> str:
+    """The paper's name for the kind of net: DenseNet, DenseNet-B, -C or -BC."""
+    bottleneck = any(b.bn_size for b in plan.blocks)
+    compressed = any(s.compression < 1 for s in plan.stages if s.kind == "transition")
+    return "DenseNet-" + ("B" if bottleneck else "") + ("C" if compressed else "") \
+        if bottleneck or compressed else "DenseNet"
+
+
 def _size(c: int, hw: Sequence[int]) -> str:
     return f"{c}x{hw[0]}x{hw[1]}"
 
@@ -71,10 +88,9 @@ def summary_text(plan: Plan, *, fmt: str = "table", layers: bool = False,
                  content_hash: str | None = None) -> str:
     """The summary people read: a heading line, the stage table, the totals in words."""
     c, h, w = plan.input_shape
-    kind = ("DenseNet-BC" if plan.bn_size and plan.compression < 1 else
-            "DenseNet-B" if plan.bn_size else "DenseNet-C" if plan.compression < 1 else
-            "DenseNet")
-    head = (f"{plan.name}: {kind}, L={plan.depth}, k={plan.growth_rate}, "
+    k = setting(plan.growth_rate)
+    k = f"[{k}]" if isinstance(plan.growth_rate, tuple) else k
+    head = (f"{plan.name}: {variant(plan)}, L={plan.depth}, k={k}, "
             f"blocks {list(plan.block_config)}, input {c}x{h}x{w}")
     table = render_table(SUMMARY_HEADER, summary_rows(plan, layers=layers), fmt)
     tail = (f"params {plan.params:,} ({human(plan.params)}), MACs {plan.macs:,} "
@@ -129,11 +145,20 @@ def paper_table(plans: Sequence[Plan]) -> str:
         rows.append([label, _same(sizes) if sizes else "", *cells])
 
     def stem_conv(p: Plan) -> str:
-        return "7×7 conv, stride 2" if p.stem_type == StemType.imagenet else "3×3 conv"
+        if p.stem_type == StemType.imagenet:
+            return "7×7 conv, stride 2"
+        if p.stem_type == StemType.cifar:
+            return "3×3 conv"
+        return "[3×3 conv, stride 2; 3×3 conv; 3×3 conv]"
+
+    def stem_pool(p: Plan) -> str | None:
+        if p.stem_type == StemType.cifar:
+            return None
+        return "3×3 max pool, blur pool stride 2" if p.stages[0].blur \
+            else "3×3 max pool, stride 2"
 
     row("Convolution", lambda p: xy(p.stem_conv_size), stem_conv)
-    row("Pooling", lambda p: xy(p.stages[0].out_size),
-        lambda p: "3×3 max pool, stride 2" if p.stem_type == StemType.imagenet else None)
+    row("Pooling", lambda p: xy(p.stages[0].out_size), stem_pool)
     for i in range(1, n_blocks + 1):
         def block(p: Plan, i=i):
             return p.stage(f"denseblock{i}") if i <= len(p.block_config) else None
@@ -145,12 +170,14 @@ def paper_table(plans: Sequence[Plan]) -> str:
             row(f"Transition Layer ({i})", lambda p, t=trans: xy(t(p).in_size) if t(p) else "",
                 lambda p, t=trans: "1×1 conv" if t(p) else None)
             rows.append(["", _same(xy(trans(p).out_size) for p in plans if trans(p)),
-                         *["2×2 average pool, stride 2" if trans(p) else "–" for p in plans]])
+                         *[("blur pool, stride 2" if trans(p).blur else
+                            "2×2 average pool, stride 2") if trans(p) else "–"
+                           for p in plans]])
     row("Classification Layer", lambda p: xy(p.stages[-1].out_size),
         lambda p: f"{xy(p.stages[-2].out_size)} global average pool")
     rows.append(["", "", *[f"{p.num_classes}D fully-connected, softmax" for p in plans]])
-    rows.append(["Growth rate k", "", *[str(p.growth_rate) for p in plans]])
-    rows.append(["Compression θ", "", *[f"{p.compression:g}" for p in plans]])
+    rows.append(["Growth rate k", "", *[setting(p.growth_rate) for p in plans]])
+    rows.append(["Compression θ", "", *[setting(p.compression) for p in plans]])
     rows.append(["Depth L", "", *[str(p.depth) for p in plans]])
     rows.append(["Params", "", *[f"{human(p.params)} ({p.params:,})" for p in plans]])
     rows.append(["MACs", "", *[human(p.macs) for p in plans]])
@@ -193,13 +220,18 @@ def diff_text(a: Plan, b: Plan, fmt: str = "table") -> str:
     """What differs between two plans, stage by stage, then the totals."""
     rows = diff_rows(a, b)
     lines = [f"{a.name} -> {b.name}"]
-    fields = [("growth_rate", a.growth_rate, b.growth_rate), ("bn_size", a.bn_size, b.bn_size),
-              ("compression", a.compression, b.compression),
+    fields = [("growth_rate", setting(a.growth_rate), setting(b.growth_rate)),
+              ("bn_size", setting(a.bn_size), setting(b.bn_size)),
+              ("compression", setting(a.compression), setting(b.compression)),
+              ("drop_rate", setting(a.drop_rate), setting(b.drop_rate)),
               ("block_config", list(a.block_config), list(b.block_config)),
               ("stem", f"{a.stem_type.value} {a.stem_channels}",
                f"{b.stem_type.value} {b.stem_channels}"),
               ("input", "x".join(map(str, a.input_shape)), "x".join(map(str, b.input_shape))),
-              ("num_classes", a.num_classes, b.num_classes)]
+              ("num_classes", a.num_classes, b.num_classes),
+              ("norm", a.spec.norm.type.value, b.spec.norm.type.value),
+              ("activation", a.spec.activation.value, b.spec.activation.value),
+              ("anti_alias", _aa(a), _aa(b))]
     changed = [f"  {k}: {x} -> {y}" for k, x, y in fields if x != y]
     lines += changed or ["  no settings differ"]
     if rows:
@@ -210,6 +242,12 @@ def diff_text(a: Plan, b: Plan, fmt: str = "table") -> str:
     lines += ["", f"params {a.params:,} -> {b.params:,} ({b.params - a.params:+,}); "
                   f"MACs {human(a.macs)} -> {human(b.macs)}"]
     return "\n".join(lines)
+
+
+def _aa(p: Plan) -> str:
+    aa = p.spec.anti_alias
+    where = [w for w, on in (("stem", aa.stem), ("transitions", aa.transitions)) if on]
+    return f"blur {aa.filter_size} in " + " and ".join(where) if where else "none"
 
 
 def list_rows(plans: Sequence[Plan]) -> list[list[str]]:

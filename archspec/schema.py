@@ -13,17 +13,25 @@ zero is caught at once instead of allocating terabytes.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-__all__ = ["StemType", "InputSpec", "StemSpec", "ExpectSpec", "DenseNetSpec", "json_schema",
+__all__ = ["StemType", "NormType", "Activation", "InputSpec", "StemSpec", "NormSpec",
+           "AntiAliasSpec", "ExpectSpec", "DenseNetSpec", "json_schema",
            "MAX_LAYERS_PER_BLOCK", "MAX_BLOCKS"]
 
 MAX_LAYERS_PER_BLOCK = 10_000
 MAX_BLOCKS = 16
 _MAX_WIDTH = 1 << 16
 _MAX_SIZE = 1 << 16
+
+
+_PER_BLOCK = Field(min_length=1, max_length=MAX_BLOCKS)
+_Growth = Annotated[int, Field(ge=1, le=_MAX_WIDTH)]
+_BnSize = Annotated[int, Field(ge=1, le=256)]
+_Theta = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
+_Drop = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
 
 
 class _Model(BaseModel):
@@ -39,6 +47,26 @@ class StemType(str, Enum):
     """One 3x3 convolution, stride 1, nothing after it (paper, CIFAR/SVHN nets)."""
     imagenet = "imagenet"
     """7x7 convolution stride 2, BN, ReLU, 3x3 max pool stride 2 pad 1 (paper, ImageNet)."""
+    deep = "deep"
+    """timm's 'deep': three 3x3 convs (the first stride 2) of widths k, k, 2k, each with BN
+    and ReLU, then the 3x3/2 max pool."""
+    deep_tiered = "deep_tiered"
+    """timm's 'deep_tiered': as deep, widths 3*(k//4), 6*(k//4), 2k."""
+
+
+class NormType(str, Enum):
+    """The normalisation in every norm slot (norm0..2, each layer's norm1/norm2, norm5)."""
+
+    batch = "batch"
+    group = "group"
+
+
+class Activation(str, Enum):
+    """The nonlinearity after every normalisation (and before the classifier's pool)."""
+
+    relu = "relu"
+    silu = "silu"
+    gelu = "gelu"
 
 
 class InputSpec(_Model):
@@ -53,12 +81,40 @@ class StemSpec(_Model):
     """The first convolution(s) before the first dense block."""
 
     type: StemType = Field(StemType.imagenet, strict=False,
-                           description="`imagenet` (7x7/2 conv, BN, ReLU, 3x3/2 max pool) or "
-                                       "`cifar` (one 3x3/1 conv).")
+                           description="`imagenet` (7x7/2 conv, BN, ReLU, 3x3/2 max pool), "
+                                       "`cifar` (one 3x3/1 conv), or timm's `deep` / "
+                                       "`deep_tiered` (three 3x3 convs, then the max pool).")
     channels: Optional[int] = Field(
         None, ge=1, le=_MAX_WIDTH,
         description="Output channels of the stem. Default (as in the paper): 2k when the "
-                    "net has bottlenecks or compression (DenseNet-B/C/BC), 16 otherwise.")
+                    "net has bottlenecks or compression (DenseNet-B/C/BC), 16 otherwise; "
+                    "2k for the deep stems (timm). k is the first block's growth rate.")
+    widths: Optional[Annotated[list[Annotated[int, Field(ge=1, le=_MAX_WIDTH)]],
+                               Field(min_length=2, max_length=2)]] = Field(
+        None, description="Deep stems only: the widths of the first two 3x3 convs. Default: "
+                          "k, k (`deep`) or 3*(k//4), 6*(k//4) (`deep_tiered`).")
+
+
+class NormSpec(_Model):
+    """Normalisation layers: batch norm (the paper's) or group norm."""
+
+    type: NormType = Field(NormType.batch, strict=False,
+                           description="`batch` (BatchNorm2d, the paper's) or `group` "
+                                       "(GroupNorm; every normalised width must be divisible "
+                                       "by `groups`).")
+    groups: int = Field(32, ge=1, le=_MAX_WIDTH,
+                        description="Number of groups for group norm (ignored for batch).")
+
+
+class AntiAliasSpec(_Model):
+    """Blur pooling (Zhang, "Making Convolutional Networks Shift-Invariant Again", 2019),
+    as timm applies it to DenseNet."""
+
+    stem: bool = Field(False, description="The stem pool becomes a 3x3/1 max pool followed "
+                                          "by a stride-2 blur (needs a pooling stem).")
+    transitions: bool = Field(False, description="Each transition's 2x2 average pool "
+                                                 "becomes a stride-2 blur.")
+    filter_size: int = Field(3, ge=2, le=7, description="Binomial blur filter size.")
 
 
 class ExpectSpec(_Model):
@@ -79,17 +135,19 @@ class DenseNetSpec(_Model):
                                     "or a library.")
     input: InputSpec = Field(default_factory=InputSpec, description="Input image size.")
     stem: StemSpec = Field(default_factory=StemSpec, description="The stem.")
-    growth_rate: int = Field(ge=1, le=_MAX_WIDTH,
-                             description="k: channels each dense layer adds.")
-    bn_size: Optional[int] = Field(
-        None, ge=1, le=256,
+    growth_rate: Union[_Growth, Annotated[list[_Growth], _PER_BLOCK]] = Field(
+        description="k: channels each dense layer adds. One number, or one per block.")
+    bn_size: Union[_BnSize, None, Annotated[list[Optional[_BnSize]], _PER_BLOCK]] = Field(
+        None,
         description="Bottleneck width multiplier (DenseNet-B): each layer is "
                     "BN-ReLU-Conv1x1(bn_size*k)-BN-ReLU-Conv3x3(k). null or absent: no "
-                    "bottleneck, each layer is BN-ReLU-Conv3x3(k). The paper uses 4.")
-    compression: float = Field(
-        1.0, gt=0.0, le=1.0, allow_inf_nan=False,
+                    "bottleneck, each layer is BN-ReLU-Conv3x3(k). The paper uses 4. One "
+                    "value, or one per block (null for a block without bottlenecks).")
+    compression: Union[_Theta, Annotated[list[_Theta], _PER_BLOCK]] = Field(
+        1.0,
         description="theta (DenseNet-C): a transition outputs floor(theta*m) of its m input "
-                    "channels. 1 means no compression; the paper uses 0.5.")
+                    "channels. 1 means no compression; the paper uses 0.5. One value, or one "
+                    "per transition (blocks - 1).")
     block_config: Optional[Annotated[
         list[Annotated[int, Field(ge=1, le=MAX_LAYERS_PER_BLOCK)]],
         Field(min_length=1, max_length=MAX_BLOCKS)]] = Field(
@@ -99,11 +157,17 @@ class DenseNetSpec(_Model):
         description="L, the paper's depth for three-block (CIFAR-style) nets: each block "
                     "gets (L-4)/3 layers, or (L-4)/6 with bottlenecks. Give this or "
                     "`block_config`.")
-    drop_rate: float = Field(
-        0.0, ge=0.0, lt=1.0, allow_inf_nan=False,
+    drop_rate: Union[_Drop, Annotated[list[_Drop], _PER_BLOCK]] = Field(
+        0.0,
         description="Dropout after every convolution but the first (after the bottleneck "
                     "1x1, the 3x3 and each transition's 1x1, as the reference code places "
-                    "it). The paper uses 0.2 without data augmentation.")
+                    "it). The paper uses 0.2 without data augmentation. One value, or one "
+                    "per block (a transition uses the rate of the block before it).")
+    norm: NormSpec = Field(default_factory=NormSpec, description="Normalisation layers.")
+    activation: Activation = Field(Activation.relu, strict=False,
+                                   description="`relu` (the paper's), `silu` or `gelu`.")
+    anti_alias: AntiAliasSpec = Field(default_factory=AntiAliasSpec,
+                                      description="Blur pooling in the stem and transitions.")
     num_classes: int = Field(1000, ge=1, le=1_000_000, description="Classifier outputs.")
     memory_efficient: bool = Field(
         False, description="Recompute each layer's concat-BN-ReLU-Conv1x1 in backward "

@@ -88,7 +88,7 @@ def spec_terms(key: str) -> str:
     m = re.match(r"features\.transition(\d+)\.(.+)$", name)
     if m:
         return f"transition {m[1]}, {m[2]}"
-    m = re.match(r"features\.(conv0|norm0|pool0)(.*)$", name)
+    m = re.match(r"features\.(conv[012]|norm[012]|pool0)(.*)$", name)
     if m:
         return f"stem, {m[1]}{m[2]}"
     if name.startswith("features.norm5"):

@@ -8,6 +8,7 @@ import torchvision
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import archspec
+from archspec import zoo
 from archspec.verify import check_model
 from conftest import CIFAR, IMAGENET, SMALL
 
@@ -15,7 +16,7 @@ torch.set_num_threads(2)
 TV = ["densenet121", "densenet161", "densenet169", "densenet201"]
 
 
-@pytest.mark.parametrize("name", IMAGENET + CIFAR)
+@pytest.mark.parametrize("name", zoo.names())
 def test_zoo_model_matches_plan(name):
     p = archspec.plan(archspec.load(name))
     model = archspec.build(p, seed=0).eval()
@@ -161,7 +162,7 @@ def test_random_specs_plan_equals_model(text):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
-@pytest.mark.parametrize("name", IMAGENET + CIFAR)
+@pytest.mark.parametrize("name", zoo.names())
 def test_zoo_on_cuda_forward_and_backward(name):
     p = archspec.plan(archspec.load(name))
     model = archspec.build(p, device="cuda", seed=0)

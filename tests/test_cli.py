@@ -149,7 +149,7 @@ def test_set_overrides_and_their_errors(capsys):
     assert code == 0 and "OK densenet-bc-100-12" in out
     code, _, err = run(capsys, "validate", "densenet121", "--set", "growth_rate=abc")
     assert code == 1
-    assert err.strip() == "<command line>:1:1: growth_rate: expected an integer, found 'abc' " \
+    assert err.strip() == "<command line>:1:1: growth_rate: expected an integer or a list, found 'abc' " \
                           "(a string)"
     code, _, err = run(capsys, "validate", "densenet121", "--set", "growth_rate")
     assert code == 2 and "KEY.PATH=VALUE" in err

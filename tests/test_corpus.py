@@ -43,11 +43,11 @@ EXPECTED = {
     "huge-integer.yaml": (4, 14, "growth_rate", "must be <= 65536, found an integer of 31 digits"),
     "negative-count.yaml": (4, 14, "growth_rate", "must be >= 1, found -12"),
     "zero-count.yaml": (4, 14, "growth_rate", "must be >= 1, found 0"),
-    "float-count.yaml": (4, 14, "growth_rate", "expected an integer, found 12.0"),
-    "bool-count.yaml": (4, 14, "growth_rate", "expected an integer, found true (a boolean)"),
-    "null-count.yaml": (4, 14, "growth_rate", "expected an integer, found null"),
-    "nan-count.yaml": (4, 14, "growth_rate", "expected an integer, found .nan"),
-    "string-count.yaml": (4, 14, "growth_rate", "expected an integer, found '12' (a string)"),
+    "float-count.yaml": (4, 14, "growth_rate", "expected an integer or a list, found 12.0"),
+    "bool-count.yaml": (4, 14, "growth_rate", "expected an integer or a list, found true (a boolean)"),
+    "null-count.yaml": (4, 14, "growth_rate", "expected an integer or a list, found null"),
+    "nan-count.yaml": (4, 14, "growth_rate", "expected an integer or a list, found .nan"),
+    "string-count.yaml": (4, 14, "growth_rate", "expected an integer or a list, found '12' (a string)"),
     "inf-compression.yaml": (6, 14, "compression", "must be a finite number, found .inf"),
     "theta-zero.yaml": (6, 14, "compression", "must be > 0.0, found 0"),
     "theta-above-one.yaml": (6, 14, "compression", "must be <= 1.0, found 1.01"),
@@ -75,14 +75,16 @@ def test_every_corpus_file_has_an_expectation():
 def test_corpus_through_the_api(name):
     line, column, path, words = EXPECTED[name]
     file = CORPUS / name
-    tracemalloc.start()
     t0 = time.perf_counter()
+    with pytest.raises(archspec.SpecError) as info:
+        archspec.plan(archspec.load(file))
+    elapsed = time.perf_counter() - t0
+    tracemalloc.start()  # a second run for memory: tracing slows allocation several-fold
     try:
-        with pytest.raises(archspec.SpecError) as info:
+        with pytest.raises(archspec.SpecError):
             archspec.plan(archspec.load(file))
-    finally:
-        elapsed = time.perf_counter() - t0
         _, peak = tracemalloc.get_traced_memory()
+    finally:
         tracemalloc.stop()
     err = info.value
     assert (err.file, err.line, err.column, err.path) == (str(file), line, column, path), str(err)
