@@ -19,7 +19,8 @@ from .schema import DenseNetSpec, StemType
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "loads", "plan", "build", "from_module", "canonical", "content_hash",
+__all__ = ["load", "loads", "plan", "build", "from_module", "optimize_for_inference",
+           "canonical", "content_hash",
            "SpecError", "Problem", "Plan", "Stage", "LayerPlan", "DenseNetSpec", "StemType",
            "__version__"]
 
@@ -42,3 +43,12 @@ def from_module(model: Any, **kwargs: Any) -> DenseNetSpec:
     from .introspect import from_module as _from_module
 
     return _from_module(model, **kwargs)
+
+
+def optimize_for_inference(model: Any, **kwargs: Any):
+    """An eval-only, faster copy of a built DenseNet (norms folded, transitions pooled
+    before their convs, no per-layer concatenation, channels_last); see
+    :func:`archspec.inference.optimize_for_inference`."""
+    from .inference import optimize_for_inference as _optimize
+
+    return _optimize(model, **kwargs)

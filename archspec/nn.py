@@ -14,7 +14,6 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from torch import Tensor, nn
 
 from .schema import Activation, NormSpec, NormType
@@ -41,8 +40,13 @@ def make_activation(kind: Activation) -> Callable[[], nn.Module]:
     return lambda: nn.ReLU(inplace=True)
 
 
-def activation_fn(kind: Activation) -> Callable[[Tensor], Tensor]:
-    """The functional form, for the head and for backbone taps (never in place)."""
+def activation_fn(kind: Activation, *, inplace: bool = False) -> Callable[[Tensor], Tensor]:
+    """The functional form: for the head and backbone taps (not in place), and for fresh
+    intermediate tensors in the inference path (in place where the activation allows)."""
+    if inplace and kind == Activation.relu:
+        return torch.relu_
+    if inplace and kind == Activation.silu:
+        return lambda x: F.silu(x, inplace=True)
     return {Activation.relu: F.relu, Activation.silu: F.silu, Activation.gelu: F.gelu}[kind]
 
 
@@ -91,24 +95,34 @@ class DenseLayer(nn.Module):
         self.bottleneck = bottleneck_channels is not None
         self.drop_rate = float(drop_rate)
         self.memory_efficient = memory_efficient
+        self._recomputing = False
 
     def _first_conv(self, *features: Tensor) -> Tensor:
         # The part whose stored inputs grow quadratically with depth: concat-norm-act-conv.
-        return self.conv1(self.relu1(self.norm1(torch.cat(features, 1))))
+        x = torch.cat(features, 1) if len(features) > 1 else features[0].contiguous()
+        return self.conv1(self.relu1(self._norm(self.norm1, x)))
+
+    def _norm(self, norm: nn.Module, x: Tensor) -> Tensor:
+        # Recomputation in backward (memory_efficient) must not update BatchNorm's running
+        # statistics a second time; it normalises with the same batch statistics.
+        if self._recomputing and isinstance(norm, nn.BatchNorm2d) and norm.training:
+            return F.batch_norm(x, norm.running_mean, norm.running_var, norm.weight,
+                                norm.bias, True, 0.0, norm.eps)
+        return norm(x)
+
+    def layer_fn(self, *features: Tensor) -> Tensor:
+        """The layer's k new channels from the earlier feature maps."""
+        out = self._drop(self._first_conv(*features))
+        if not self.bottleneck:
+            return out
+        # Dropout after the bottleneck conv too, as the paper's reference code places it.
+        return self._drop(self.conv2(self.relu2(self._norm(self.norm2, out))))
 
     def forward(self, features: list[Tensor] | Tensor) -> Tensor:
+        self._recomputing = False
         if isinstance(features, Tensor):
             features = [features]
-        if self.memory_efficient and torch.is_grad_enabled() and any(
-                f.requires_grad for f in features):
-            out = cp.checkpoint(self._first_conv, *features, use_reentrant=False)
-        else:
-            out = self._first_conv(*features)
-        if not self.bottleneck:
-            return self._drop(out)
-        # Dropout after the bottleneck conv too, as the paper's reference code places it.
-        out = self._drop(out)
-        return self._drop(self.conv2(self.relu2(self.norm2(out))))
+        return self.layer_fn(*features)
 
     def _drop(self, x: Tensor) -> Tensor:
         if self.drop_rate > 0:
@@ -117,17 +131,140 @@ class DenseLayer(nn.Module):
 
 
 class DenseBlock(nn.ModuleDict):
-    """Layers ``denselayer1..L``; returns the block input concatenated with every layer's output."""
+    """Layers ``denselayer1..L``; returns the block input concatenated with every layer's output.
+
+    With ``memory_efficient`` layers, a training forward runs through _SharedStorageBlock:
+    features live in one buffer and everything else is recomputed in backward.
+    """
 
     def __init__(self, layers: list[DenseLayer]):
         super().__init__(OrderedDict((f"denselayer{j}", layer)
                                      for j, layer in enumerate(layers, start=1)))
 
     def forward(self, x: Tensor) -> Tensor:
+        layers = list(self.values())
+        if layers and layers[0].memory_efficient and torch.is_grad_enabled():
+            params = [p for p in self.parameters() if p.requires_grad]
+            if x.requires_grad or params:
+                return _SharedStorageBlock.apply(self, x, *params)
         features = [x]
-        for layer in self.values():
+        for layer in layers:
             features.append(layer(features))
         return torch.cat(features, 1)
+
+
+def _rng_state(device: torch.device) -> tuple:
+    cpu = torch.get_rng_state()
+    return (cpu, torch.cuda.get_rng_state(device)) if device.type == "cuda" else (cpu, None)
+
+
+def _set_rng_state(device: torch.device, state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+class _SharedStorageBlock(torch.autograd.Function):
+    """A dense block that stores one tensor for backward: its output.
+
+    The efficient-DenseNet approach (Pleiss et al., 2017): every layer writes its k new
+    channels into one preallocated buffer, so the features are never copied into
+    per-layer concatenations, and the buffer is the block's output (which the next
+    transition keeps anyway). Every layer's input is a prefix of that buffer, so backward
+    can recompute each layer from it, newest first, and accumulate the gradients of all
+    features into one shared gradient buffer. Memory is linear in depth, in forward and in
+    backward; the price is one more forward pass of each layer during backward.
+    """
+
+    @staticmethod
+    def forward(ctx, block: DenseBlock, x: Tensor, *params: Tensor) -> Tensor:
+        layers = list(block.values())
+        widths = [(layer.conv2 if layer.bottleneck else layer.conv1).out_channels
+                  for layer in layers]
+        n, c, h, w = x.shape
+        buf = torch.empty((n, c + sum(widths), h, w), dtype=x.dtype, device=x.device)
+        buf[:, :c].copy_(x)
+        offsets, rng = [], []
+        for layer, k in zip(layers, widths):
+            offsets.append(c)
+            rng.append(_rng_state(x.device) if layer.training and layer.drop_rate > 0 else None)
+            layer._recomputing = False
+            buf[:, c:c + k].copy_(layer.layer_fn(buf[:, :c]))
+            c += k
+        ctx.block, ctx.offsets, ctx.widths, ctx.rng, ctx.c0 = block, offsets, widths, rng, x.shape[1]
+        ctx.autocast = [(dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
+                        for dev in ("cpu", "cuda")]
+        ctx.save_for_backward(buf)
+        return buf
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        (buf,) = ctx.saved_tensors
+        layers = list(ctx.block.values())
+        grad_buf = grad_out.contiguous().clone()
+        grads: dict[int, Tensor] = {}
+        for layer, c, k, rng in reversed(list(zip(layers, ctx.offsets, ctx.widths, ctx.rng))):
+            inp = buf[:, :c].detach().requires_grad_(True)
+            grad_new = grad_buf[:, c:c + k]
+            params = [p for p in layer.parameters() if p.requires_grad]
+            with torch.enable_grad(), torch.random.fork_rng(devices=[buf.device] if
+                                                            buf.device.type == "cuda" else []):
+                if rng is not None:
+                    _set_rng_state(buf.device, rng)
+                layer._recomputing = True
+                with _autocast_like(ctx.autocast):
+                    if layer.bottleneck and layer.drop_rate == 0:
+                        # conv2's output is not needed for backward, only its input: stop
+                        # the recomputation there and take conv2's gradients directly.
+                        z = layer.relu2(layer._norm(layer.norm2, layer._first_conv(inp)))
+                        out, grad_new = z, _conv_grads(layer.conv2, z, grad_new, grads)
+                        params = [p for p in params if p is not layer.conv2.weight]
+                    else:
+                        out = layer.layer_fn(inp)
+                got = torch.autograd.grad(out, [inp, *params], grad_new, allow_unused=True)
+            layer._recomputing = False
+            grad_buf[:, :c] += got[0]
+            for p, g in zip(params, got[1:]):
+                if g is not None:
+                    _accumulate(grads, p, g)
+        block_params = [p for p in ctx.block.parameters() if p.requires_grad]
+        grad_x = grad_buf[:, :ctx.c0] if ctx.needs_input_grad[1] else None
+        return (None, grad_x, *[grads.get(id(p)) for p in block_params])
+
+
+def _accumulate(grads: dict[int, Tensor], p: Tensor, g: Tensor) -> None:
+    grads[id(p)] = g if id(p) not in grads else grads[id(p)] + g
+
+
+def _conv_grads(conv: nn.Conv2d, x: Tensor, grad_out: Tensor, grads: dict[int, Tensor]
+                ) -> Tensor:
+    """Gradient of conv(x) w.r.t. x (returned) and its weight (accumulated), without
+    running the convolution forward."""
+    weight = conv.weight
+    x = x.detach()
+    g_in, g_w, _ = torch.ops.aten.convolution_backward(
+        grad_out.to(x.dtype).contiguous(), x, weight.to(x.dtype), None, list(conv.stride),
+        list(conv.padding), list(conv.dilation), False, [0, 0], conv.groups,
+        [True, weight.requires_grad, False])
+    if weight.requires_grad:
+        _accumulate(grads, weight, g_w.to(weight.dtype))
+    return g_in
+
+
+class _autocast_like:
+    """Re-enter the autocast state the forward ran under, for the recomputation."""
+
+    def __init__(self, states):
+        self.ctxs = [torch.autocast(dev, dtype=dtype) for dev, on, dtype in states if on]
+
+    def __enter__(self):
+        for c in self.ctxs:
+            c.__enter__()
+
+    def __exit__(self, *exc):
+        for c in reversed(self.ctxs):
+            c.__exit__(*exc)
 
 
 class Transition(nn.Sequential):

@@ -1,0 +1,350 @@
+"""archspec against torchvision, side by side: build, train step, eval, memory, compile.
+
+Every timing alternates A and B in one process and reports medians with min-max over
+repeats; memory is measured per configuration in its own subprocess (peak resident set
+size on CPU, torch.cuda.max_memory_allocated on CUDA). Nothing here is asserted: the
+numbers and their ratios go to a markdown report (docs/benchmarks.md by default), with
+the machine description and the command that produced them.
+
+    python benchmarks/run.py --device cpu              # the full run (about 15 min on 2 cores)
+    python benchmarks/run.py --device cuda             # on a GPU: also bf16 autocast, channels_last
+    python benchmarks/run.py --device cpu --quick --output /tmp/b.md   # smoke test (tests use it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections import OrderedDict
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+from torch import nn  # noqa: E402
+
+import archspec  # noqa: E402
+from archspec import optimize_for_inference  # noqa: E402
+
+
+# --- measurement ----------------------------------------------------------------------------
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def ab(fns: dict[str, Callable[[], object]], repeats: int, device: str,
+       warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each fn, measured round-robin so drift hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def med(ts: list[float]) -> float:
+    return statistics.median(ts)
+
+
+def row(name: str, ts: list[float], base: list[float] | None, unit: float = 1000.0,
+        fmt: str = "{:.1f}") -> str:
+    ratio = f"{med(ts) / med(base):.3f}x" if base else "1 (baseline)"
+    return (f"| {name} | {fmt.format(med(ts) * unit)} | {fmt.format(min(ts) * unit)}-"
+            f"{fmt.format(max(ts) * unit)} | {ratio} |")
+
+
+# --- models ---------------------------------------------------------------------------------
+
+def torchvision_like(name: str, memory_efficient: bool = False) -> nn.Module:
+    """torchvision's DenseNet for a zoo spec; the CIFAR stem (which torchvision cannot
+    express) is put in place of its ImageNet stem, the rest is torchvision's code."""
+    p = archspec.plan(archspec.load(name))
+    bn = p.blocks[0].bn_size or 1
+    m = torchvision.models.DenseNet(p.blocks[0].growth_rate, p.block_config, p.stem_channels,
+                                    bn, 0.0, p.num_classes, memory_efficient=memory_efficient)
+    if p.stem_type.value == "cifar":
+        rest = [(n, mod) for n, mod in m.features.named_children()
+                if n not in ("conv0", "norm0", "relu0", "pool0")]
+        conv0 = nn.Conv2d(p.input_shape[0], p.stem_channels, 3, padding=1, bias=False)
+        m.features = nn.Sequential(OrderedDict([("conv0", conv0), *rest]))
+    return m
+
+
+def ours(name: str, **overrides) -> nn.Module:
+    spec = archspec.load(name, overrides={**overrides, "expect": None} if overrides else None)
+    return archspec.build(spec, seed=0)
+
+
+def train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  autocast: bool = False) -> Callable[[], None]:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+    ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if autocast else nullcontext
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with ctx():
+            loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+    return step
+
+
+# --- sections --------------------------------------------------------------------------------
+
+def machine(device: str) -> list[str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            names = [ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    lines = [f"- CPU: {cpu}, {os.cpu_count()} logical cores; torch threads: "
+             f"{torch.get_num_threads()}",
+             f"- Python {platform.python_version()}, torch {torch.__version__}, torchvision "
+             f"{torchvision.__version__}, archspec {archspec.__version__}",
+             f"- device: {device}"]
+    if device.startswith("cuda"):
+        lines.append(f"- GPU: {torch.cuda.get_device_name(device)}")
+    return lines
+
+
+def section_build(repeats: int) -> list[str]:
+    p = archspec.plan(archspec.load("densenet121"))
+    t = ab({"tv": lambda: torchvision.models.densenet121(),
+            "plan": lambda: archspec.build(p),
+            "name": lambda: archspec.build("densenet121")}, repeats, "cpu")
+    return ["## Build time: spec to module (densenet121, on the CPU)", "",
+            "| what | median ms | min-max ms | ratio to torchvision |", "|---|---:|---:|---:|",
+            row("torchvision.models.densenet121()", t["tv"], None),
+            row("archspec.build(plan)", t["plan"], t["tv"]),
+            row("archspec.build('densenet121') (load + plan + build)", t["name"], t["tv"]),
+            "", "Target: within 1.05x of torchvision's constructor.", ""]
+
+
+def section_train(device: str, repeats: int, quick: bool) -> list[str]:
+    out = ["## Training step (forward, backward, SGD step)", "",
+           "| model, batch, input | implementation | median ms | min-max ms | ratio |",
+           "|---|---|---:|---:|---:|"]
+    cases = [("densenet121", 8, 224), ("densenet-bc-100-12", 64, 32)]
+    if quick:
+        cases = [("densenet121", 2, 64), ("densenet-bc-100-12", 8, 32)]
+    for name, batch, size in cases:
+        a, b = torchvision_like(name).to(device), ours(name).to(device)
+        b.load_state_dict(a.state_dict())
+        x = torch.randn(batch, 3, size, size, device=device)
+        y = torch.randint(0, 10, (batch,), device=device)
+        t = ab({"tv": train_step_fn(a, x, y), "ours": train_step_fn(b, x, y)}, repeats, device)
+        label = f"{name}, {batch}, {size}x{size}"
+        out += [f"| {label} | torchvision | {med(t['tv']) * 1e3:.1f} | "
+                f"{min(t['tv']) * 1e3:.1f}-{max(t['tv']) * 1e3:.1f} | 1 (baseline) |",
+                f"| {label} | archspec | {med(t['ours']) * 1e3:.1f} | "
+                f"{min(t['ours']) * 1e3:.1f}-{max(t['ours']) * 1e3:.1f} | "
+                f"{med(t['ours']) / med(t['tv']):.3f}x |"]
+    out += ["", "Target: within 1.03x of torchvision.", ""]
+    return out
+
+
+def section_eval(device: str, repeats: int, quick: bool) -> list[str]:
+    batch, size = (2, 64) if quick else (8, 224)
+    cl = torch.channels_last
+    tv = torchvision.models.densenet121().to(device).eval()
+    tv_cl = torchvision.models.densenet121().to(device).eval().to(memory_format=cl)
+    mine = ours("densenet121").to(device).eval()
+    fast = optimize_for_inference(mine)
+    x = torch.randn(batch, 3, size, size, device=device)
+    xcl = x.contiguous(memory_format=cl)
+    with torch.no_grad():
+        t = ab({"tv": lambda: tv(x), "tv_cl": lambda: tv_cl(xcl), "ours": lambda: mine(x),
+                "fast": lambda: fast(x)}, repeats, device)
+        diff = (fast(x) - mine(x)).abs().max().item()
+    best = "tv_cl" if med(t["tv_cl"]) < med(t["tv"]) else "tv"
+    ips = {k: batch / med(v) for k, v in t.items()}
+    out = [f"## Eval forward, densenet121, batch {batch}, {size}x{size}", "",
+           "| implementation | median ms | min-max ms | images/s | ratio to torchvision's best |",
+           "|---|---:|---:|---:|---:|"]
+    for key, label in (("tv", "torchvision, NCHW"), ("tv_cl", "torchvision, channels_last"),
+                       ("ours", "archspec eager (NCHW)"),
+                       ("fast", "archspec optimize_for_inference")):
+        out.append(f"| {label} | {med(t[key]) * 1e3:.1f} | {min(t[key]) * 1e3:.1f}-"
+                   f"{max(t[key]) * 1e3:.1f} | {ips[key]:.1f} | "
+                   f"{med(t[best]) / med(t[key]):.3f}x throughput |")
+    out += ["", f"optimize_for_inference output vs the unoptimised model: max abs difference "
+                f"{diff:.2e}. Target: at least 1.25x the throughput of torchvision's best "
+                "memory format.", ""]
+    return out
+
+
+MEMORY_CHILD = r"""
+import json, sys, time, torch
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {here!r})
+import run as bench
+impl, eff, device, batch = {impl!r}, {eff!r}, {device!r}, {batch!r}
+torch.manual_seed(0)
+name = "densenet-bc-100-12"
+m = (bench.ours(name, memory_efficient=eff) if impl == "archspec"
+     else bench.torchvision_like(name, memory_efficient=eff)).to(device)
+x = torch.randn(batch, 3, 32, 32, device=device)
+y = torch.randint(0, 10, (batch,), device=device)
+step = bench.train_step_fn(m, x, y)
+if device.startswith("cuda"):
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+def status(key):
+    with open("/proc/self/status") as fh:
+        return next(int(ln.split()[1]) for ln in fh if ln.startswith(key + ":"))
+with open("/proc/self/clear_refs", "w") as fh:  # resets the peak (VmHWM) to the current RSS
+    fh.write("5")
+before = status("VmRSS")
+step(); step()
+peak = status("VmHWM")
+gpu = torch.cuda.max_memory_allocated() if device.startswith("cuda") else 0
+print(json.dumps({{"peak_mb": peak / 1024, "step_mb": (peak - before) / 1024,
+                  "gpu_mb": gpu / 2**20}}))
+"""
+
+
+def measure_memory(impl: str, eff: bool, device: str, batch: int) -> dict:
+    code = MEMORY_CHILD.format(root=str(HERE.parent), here=str(HERE), impl=impl, eff=eff,
+                               device=device, batch=batch)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def section_memory(device: str, repeats: int, quick: bool) -> list[str]:
+    batch = 8 if quick else 64
+    res = {(impl, eff): measure_memory(impl, eff, device, batch)
+           for impl in ("archspec", "torchvision") for eff in (False, True)}
+    key = "gpu_mb" if device.startswith("cuda") else "step_mb"
+    off, on = res[("archspec", False)][key], res[("archspec", True)][key]
+    tv_on = res[("torchvision", True)][key]
+    a, b = ours("densenet-bc-100-12"), ours("densenet-bc-100-12", memory_efficient=True)
+    a.to(device), b.to(device)
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    t = ab({"off": train_step_fn(a, x, y), "on": train_step_fn(b, x, y)}, repeats, device)
+    what = ("torch.cuda.max_memory_allocated" if device.startswith("cuda") else
+            "the process's peak RSS during two training steps (VmHWM, reset just before "
+            "them); step MB is that peak minus the RSS before the steps, i.e. what training "
+            "adds to the built model and the loaded runtime")
+    out = [f"## Memory: training step, densenet-bc-100-12, batch {batch}, 32x32", "",
+           f"Each configuration in its own process; measured: {what}.", "",
+           "| implementation | memory_efficient | peak MB | step MB |"
+           + (" GPU MB |" if device.startswith("cuda") else ""),
+           "|---|---|---:|---:|" + ("---:|" if device.startswith("cuda") else "")]
+    for (impl, eff), r in res.items():
+        out.append(f"| {impl} | {eff} | {r['peak_mb']:.0f} | {r['step_mb']:.0f} |"
+                   + (f" {r['gpu_mb']:.0f} |" if device.startswith("cuda") else ""))
+    out += ["", f"- archspec memory_efficient on / off: **{on / off:.2f}x** (target at most 0.5x)",
+            f"- archspec on / torchvision memory_efficient=True: **{on / tv_on:.2f}x** "
+            "(target at most 0.9x)",
+            f"- step time on / off (alternating in one process): "
+            f"**{med(t['on']) / med(t['off']):.3f}x** (median {med(t['on']) * 1e3:.0f} vs "
+            f"{med(t['off']) * 1e3:.0f} ms; target at most 1.3x)", ""]
+    return out
+
+
+def section_compile(device: str, quick: bool) -> list[str]:
+    name, batch = "densenet-bc-100-12", (8 if quick else 64)
+    m = ours(name).to(device).eval()
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    backend = "aot_eager" if quick else "inductor"
+    t0 = time.perf_counter()
+    compiled = torch.compile(m, fullgraph=True, backend=backend)
+    with torch.no_grad():
+        y = compiled(x)
+        compile_s = time.perf_counter() - t0
+        diff = (y - m(x)).abs().max().item()
+        t = ab({"eager": lambda: m(x), "compiled": lambda: compiled(x)}, 5 if quick else 15,
+               device)
+    return [f"## torch.compile ({backend}, fullgraph=True), {name} eval, batch {batch}", "",
+            "| mode | median ms | min-max ms | ratio |", "|---|---:|---:|---:|",
+            row("eager", t["eager"], None), row("compiled", t["compiled"], t["eager"]), "",
+            f"Compile and first call: {compile_s:.1f} s; max abs difference from eager: "
+            f"{diff:.2e} (must be within 1e-4).", ""]
+
+
+def section_cuda_extras(device: str, repeats: int) -> list[str]:
+    """bf16 autocast and channels_last training on CUDA, each against torchvision."""
+    out = ["## CUDA: bf16 autocast and channels_last, training step, densenet121 batch 64",
+           "", "| implementation | options | median ms | images/s | ratio |",
+           "|---|---|---:|---:|---:|"]
+    x = torch.randn(64, 3, 224, 224, device=device)
+    y = torch.randint(0, 1000, (64,), device=device)
+    for opts in ("bf16", "bf16+channels_last"):
+        a = torchvision.models.densenet121().to(device)
+        b = ours("densenet121").to(device)
+        xx = x
+        if "channels_last" in opts:
+            a, b = a.to(memory_format=torch.channels_last), b.to(memory_format=torch.channels_last)
+            xx = x.contiguous(memory_format=torch.channels_last)
+        t = ab({"tv": train_step_fn(a, xx, y, autocast=True),
+                "ours": train_step_fn(b, xx, y, autocast=True)}, repeats, device)
+        for k, label in (("tv", "torchvision"), ("ours", "archspec")):
+            out.append(f"| {label} | {opts} | {med(t[k]) * 1e3:.1f} | {64 / med(t[k]):.0f} | "
+                       f"{med(t[k]) / med(t['tv']):.3f}x |")
+    return out + [""]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--output", default=str(HERE.parent / "docs" / "benchmarks.md"))
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("CUDA is not available on this machine", file=sys.stderr)
+        return 1
+    repeats = args.repeats or (3 if args.quick else 15)
+    command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
+    parts = ["# Benchmarks", "",
+             f"Generated by `{command}` on {time.strftime('%Y-%m-%d')}. Medians over "
+             f"{repeats} repeats, A and B alternating in one process; ratios are archspec / "
+             "torchvision (for times lower is better). Nothing here is asserted in tests.", "",
+             "## Machine", "", *machine(args.device), ""]
+    for title, fn in (("build", lambda: section_build(repeats)),
+                      ("train", lambda: section_train(args.device, repeats, args.quick)),
+                      ("eval", lambda: section_eval(args.device, repeats, args.quick)),
+                      ("memory", lambda: section_memory(args.device, max(3, repeats // 3),
+                                                        args.quick)),
+                      ("compile", lambda: section_compile(args.device, args.quick))):
+        print(f"[{title}]", file=sys.stderr, flush=True)
+        parts += fn()
+    if args.device.startswith("cuda"):
+        parts += section_cuda_extras(args.device, repeats)
+    extra = HERE / "notes.md"
+    if extra.exists():
+        parts += [extra.read_text().rstrip(), ""]
+    text = "\n".join(parts)
+    Path(args.output).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
