@@ -26,6 +26,7 @@ buffer only.
 
 from __future__ import annotations
 
+import threading
 from typing import Optional
 
 import torch
@@ -143,13 +144,31 @@ class _FastBlock(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.in_channels, self.out_channels = in_channels, out_channels
+        self._workspace = threading.local()
+
+    def __getstate__(self) -> dict:  # deepcopy / pickle: the workspace is per process
+        state = self.__dict__.copy()
+        state.pop("_workspace", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._workspace = threading.local()
 
     def forward(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
         fmt = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
                and not x.is_contiguous() else torch.contiguous_format)
-        buf = torch.empty((n, self.out_channels, h, w), dtype=x.dtype, device=x.device,
-                          memory_format=fmt)
+        # The buffer is reused from call to call (per thread): a fresh tens-of-MB
+        # allocation costs a page fault per 4 KiB on every forward. Nothing returned by
+        # the model aliases it: the next transition or the head reads it into new tensors.
+        key = (n, h, w, x.dtype, x.device, fmt)
+        cache = self._workspace.__dict__
+        buf = cache.get("buf") if cache.get("key") == key else None
+        if buf is None:
+            buf = torch.empty((n, self.out_channels, h, w), dtype=x.dtype, device=x.device,
+                              memory_format=fmt)
+            cache.update(key=key, buf=buf)
         buf[:, :c].copy_(x)
         for layer in self.layers:
             new = layer(buf[:, :c])
@@ -265,4 +284,5 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True
                         "(with a classifier, not features_only)")
     import copy
 
-    return InferenceDenseNet(copy.deepcopy(model).eval(), channels_last)
+    with torch.no_grad():  # folded weights and bounds are constants, not graph nodes
+        return InferenceDenseNet(copy.deepcopy(model).eval(), channels_last)
