@@ -196,3 +196,17 @@ def test_benchmark_runner_refuses_cuda_without_a_gpu(tmp_path):
                            "cuda", "--quick", "--output", str(tmp_path / "b.md")],
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "CUDA is not available" in proc.stderr
+
+
+def test_optimized_model_copies_pickles_and_reuses_its_workspace_safely():
+    import copy
+    import pickle
+
+    fast = optimize_for_inference(archspec.build("densenet-bc-100-12", seed=0).eval())
+    a, b = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    ya = fast(a)
+    yb = fast(b)  # the second call reuses the block buffers: the first result must stand
+    torch.testing.assert_close(fast(a), ya, rtol=0, atol=0)
+    assert not torch.equal(ya, yb)
+    for clone in (copy.deepcopy(fast), pickle.loads(pickle.dumps(fast))):
+        torch.testing.assert_close(clone(a), ya, rtol=0, atol=0)
