@@ -231,32 +231,7 @@ class _SharedStorageBlock(torch.autograd.Function):
 
         block_params = [p for p in ctx.block.parameters() if p.requires_grad]
         grad_x = grad_buf[:, :ctx.c0] if ctx.needs_input_grad[1] else None
-        if buf.device.type == "cpu":  # the recomputation's garbage, before the next block
-            del got, out, inp
-            _release_freed_memory()
         return (None, grad_x, *[grads.get(id(p)) for p in block_params])
-
-
-def _release_freed_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc's malloc_trim), where available.
-
-    Backward's recomputation frees tensors of many sizes; glibc keeps such blocks on its
-    heap, so without this the process's resident memory keeps what a memory-efficient
-    step was meant to save. Only used on the memory_efficient path (a few ms per block).
-    """
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            import ctypes
-
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim = None
 
 
 def _accumulate(grads: dict[int, Tensor], p: Tensor, g: Tensor) -> None:

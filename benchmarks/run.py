@@ -175,21 +175,35 @@ def section_eval(device: str, repeats: int, quick: bool) -> list[str]:
     x = torch.randn(batch, 3, size, size, device=device)
     xcl = x.contiguous(memory_format=cl)
     with torch.no_grad():
-        t = ab({"tv": lambda: tv(x), "tv_cl": lambda: tv_cl(xcl), "ours": lambda: mine(x),
-                "fast": lambda: fast(x)}, repeats, device)
+        # Pass 1: torchvision's two memory formats and archspec eager, alternating.
+        t = ab({"tv": lambda: tv(x), "tv_cl": lambda: tv_cl(xcl), "ours": lambda: mine(x)},
+               repeats, device)
+        best = "tv_cl" if med(t["tv_cl"]) < med(t["tv"]) else "tv"
+        # Pass 2: the baseline's best against the fast path, alone together, so neither
+        # runs in an allocator state left by two other models.
+        base_fn = (lambda: tv_cl(xcl)) if best == "tv_cl" else (lambda: tv(x))
+        t2 = ab({"base": base_fn, "fast": lambda: fast(x)}, repeats, device)
+        t["fast"] = t2["fast"]
+        scale = med(t[best]) / med(t2["base"])  # report pass 2 against pass 1's baseline
         diff = (fast(x) - mine(x)).abs().max().item()
-    best = "tv_cl" if med(t["tv_cl"]) < med(t["tv"]) else "tv"
     ips = {k: batch / med(v) for k, v in t.items()}
     out = [f"## Eval forward, densenet121, batch {batch}, {size}x{size}", "",
            "| implementation | median ms | min-max ms | images/s | ratio to torchvision's best |",
            "|---|---:|---:|---:|---:|"]
     for key, label in (("tv", "torchvision, NCHW"), ("tv_cl", "torchvision, channels_last"),
-                       ("ours", "archspec eager (NCHW)"),
-                       ("fast", "archspec optimize_for_inference")):
+                       ("ours", "archspec eager (NCHW)")):
         out.append(f"| {label} | {med(t[key]) * 1e3:.1f} | {min(t[key]) * 1e3:.1f}-"
                    f"{max(t[key]) * 1e3:.1f} | {ips[key]:.1f} | "
                    f"{med(t[best]) / med(t[key]):.3f}x throughput |")
-    out += ["", f"optimize_for_inference output vs the unoptimised model: max abs difference "
+    fast_ratio = med(t2["base"]) / med(t2["fast"])
+    out += [f"| archspec optimize_for_inference (pass 2) | {med(t2['fast']) * 1e3:.1f} | "
+            f"{min(t2['fast']) * 1e3:.1f}-{max(t2['fast']) * 1e3:.1f} | "
+            f"{batch / med(t2['fast']):.1f} | **{fast_ratio:.3f}x throughput** |",
+            "", f"Pass 1 alternates the first three rows; pass 2 alternates torchvision's best "
+                f"({'channels_last' if best == 'tv_cl' else 'NCHW'}, median "
+                f"{med(t2['base']) * 1e3:.1f} ms there, {scale:.2f}x its pass-1 time) with "
+                "optimize_for_inference, and the last ratio is from pass 2. "
+                f"optimize_for_inference output vs the unoptimised model: max abs difference "
                 f"{diff:.2e}. Target: at least 1.25x the throughput of torchvision's best "
                 "memory format.", ""]
     return out

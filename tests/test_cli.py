@@ -259,3 +259,15 @@ def test_console_script_and_module_entry_points():
 def test_no_colour_when_not_a_terminal(capsys):
     code, out, _ = run(capsys, "validate", "densenet121")
     assert "\033[" not in out
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch):
+    from archspec.cli import _colour
+
+    class Terminal:
+        def isatty(self):
+            return True
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert _colour("OK", "32", Terminal()) == "\033[32mOK\033[0m"
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert _colour("OK", "32", Terminal()) == "OK"
