@@ -14,7 +14,6 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from . import zoo
@@ -156,46 +155,37 @@ def _apply_overrides(data: dict, smap: SourceMap, overrides: Mapping[str, Any]
     data = _deep_merge({}, data)  # copy mappings we may touch
     smap = SourceMap(smap.file, dict(smap.keys), dict(smap.values))
     for ordinal, (key, value) in enumerate(overrides.items(), start=1):
-        mark = Mark(COMMAND_LINE, 1, ordinal)
-        where = Problem("", COMMAND_LINE, 1, ordinal, key)
+        def bad(message: str) -> SpecError:
+            return SpecError(Problem(message, COMMAND_LINE, 1, ordinal, key))
+
         try:
             path = _parse_key_path(key)
         except ValueError as e:
-            raise SpecError(Problem(f"bad override key: {e}", where.file, 1, ordinal, key))
+            raise bad(f"bad override key: {e}") from None
         if isinstance(value, str):
             try:
-                value, _ = parse_yaml(value, COMMAND_LINE) if value.strip() else ("", None)
+                value = parse_yaml(value, COMMAND_LINE)[0] if value.strip() else ""
             except SpecError as e:
-                raise SpecError(Problem(f"bad override value: {e.message}", where.file, 1,
-                                        ordinal, key)) from None
+                raise bad(f"bad override value: {e.message}") from None
         node: Any = data
-        for i, part in enumerate(path[:-1]):
-            nxt = path[i + 1]
+        for i, part in enumerate(path):
+            last = i == len(path) - 1
             if isinstance(part, int):
                 if not isinstance(node, list) or part >= len(node):
-                    raise SpecError(Problem(f"no item [{part}] to override", where.file, 1,
-                                            ordinal, key))
+                    raise bad(f"no item [{part}] to override")
             elif not isinstance(node, dict):
-                raise SpecError(Problem(f"{format_path(path[:i])} is not a mapping",
-                                        where.file, 1, ordinal, key))
+                raise bad(f"{format_path(path[:i]) or 'the spec'} is not a mapping")
+            if last:
+                node[part] = value
             else:
-                if part not in node or not isinstance(node[part], (dict, list)):
-                    node[part] = [] if isinstance(nxt, int) else {}
-                elif isinstance(node[part], dict):
-                    node[part] = dict(node[part])
-                else:
-                    node[part] = list(node[part])
-            node = node[part]
-        last = path[-1]
-        if isinstance(last, int):
-            if not isinstance(node, list) or last >= len(node):
-                raise SpecError(Problem(f"no item [{last}] to override", where.file, 1,
-                                        ordinal, key))
-        elif not isinstance(node, dict):
-            raise SpecError(Problem(f"{format_path(path[:-1])} is not a mapping", where.file,
-                                    1, ordinal, key))
-        node[last] = value
+                child = node[part] if (isinstance(part, int) or part in node) else None
+                if not isinstance(child, (dict, list)):
+                    child = [] if isinstance(path[i + 1], int) else {}
+                # copy before changing: the parsed data may be shared with a parent spec
+                node[part] = dict(child) if isinstance(child, dict) else list(child)
+                node = node[part]
         # Everything at or below the overridden path now comes from the command line.
+        mark = Mark(COMMAND_LINE, 1, ordinal)
         for table in (smap.keys, smap.values):
             for p in [p for p in table if p[:len(path)] == path]:
                 del table[p]
@@ -362,8 +352,3 @@ def _translate(err: dict, smap: SourceMap) -> Problem:
         return smap.problem(loc, f"expected one of {', '.join(options)}; found "
                                  f"{describe(found)}{hint}")
     return smap.problem(loc, f"{err['msg']}, found {describe(found)}")
-
-
-def dump_yaml(data: Any) -> str:
-    """YAML text for plain data, keys in the order given (used by canonical form, build)."""
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)

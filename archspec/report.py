@@ -181,12 +181,8 @@ def paper_table(plans: Sequence[Plan]) -> str:
     rows.append(["Depth L", "", *[str(p.depth) for p in plans]])
     rows.append(["Params", "", *[f"{human(p.params)} ({p.params:,})" for p in plans]])
     rows.append(["MACs", "", *[human(p.macs) for p in plans]])
-    header = ["Layers", "Output Size", *[_title(p) for p in plans]]
+    header = ["Layers", "Output Size", *[p.name for p in plans]]
     return render_table(header, rows, "markdown", align="l" * len(header))
-
-
-def _title(p: Plan) -> str:
-    return p.name
 
 
 # --- diff ----------------------------------------------------------------------------------

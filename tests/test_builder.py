@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import archspec
 from archspec import zoo
 from archspec.verify import check_model
-from conftest import CIFAR, IMAGENET, SMALL
+from conftest import SMALL
 
 torch.set_num_threads(2)
 TV = ["densenet121", "densenet161", "densenet169", "densenet201"]
@@ -139,7 +139,7 @@ def valid_specs(draw):
     lo = (4 if stem == "imagenet" else 1) * 2 ** (len(blocks) - 1)
     h = draw(st.integers(lo, lo + 9))
     w = draw(st.integers(lo, lo + 9))
-    lines = [f"name: random", f"input: {{channels: {draw(st.integers(1, 4))}, height: {h}, "
+    lines = ["name: random", f"input: {{channels: {draw(st.integers(1, 4))}, height: {h}, "
              f"width: {w}}}", f"stem: {{type: {stem}, channels: {draw(st.integers(1, 12))}}}",
              f"growth_rate: {k}", f"compression: {theta}", f"block_config: {blocks}",
              f"num_classes: {draw(st.integers(1, 7))}"]

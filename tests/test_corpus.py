@@ -135,7 +135,7 @@ def test_directory_and_missing_path(capsys, tmp_path):
 
 
 def test_resource_guard_refuses_before_allocating(capsys):
-    import torch  # noqa: F401  (imported so the timing below excludes torch's import)
+    import torch  # noqa: F401  (imported first: the timing below must exclude it)
 
     from archspec.resources import ResourceError
 
