@@ -52,7 +52,7 @@ class DenseNet(nn.Module):
                 layers = [DenseLayer(lp.in_channels, lp.bottleneck_channels, lp.growth_rate,
                                      stage.drop_rate, spec.memory_efficient, norm, act)
                           for lp in stage.layers]
-                features.append((stage.name, DenseBlock(layers)))
+                features.append((stage.name, DenseBlock(layers, stage.out_channels)))
             else:
                 features.append((stage.name, Transition(
                     stage.in_channels, stage.out_channels, stage.drop_rate, norm, act,

@@ -105,7 +105,6 @@ class _FastLayer(nn.Module):
         super().__init__()
         self.act = act
         self.bottleneck = layer.bottleneck
-        self.growth = (layer.conv2 if layer.bottleneck else layer.conv1).out_channels
         norm2_foldable = layer.bottleneck and isinstance(layer.norm2, nn.BatchNorm2d)
         if relu_bn and layer.bottleneck:
             s, b = _affine(layer.norm1)
@@ -231,9 +230,9 @@ class InferenceDenseNet(nn.Module):
         for name in names[i:]:
             mod = feats[name]
             if name.startswith("denseblock"):
+                stage = plan.stage(name)
                 layers = [_FastLayer(layer, relu_bn, act) for layer in mod.values()]
-                c0 = next(iter(mod.values())).conv1.in_channels
-                body.append(_FastBlock(layers, c0, c0 + sum(fl.growth for fl in layers)))
+                body.append(_FastBlock(layers, stage.in_channels, stage.out_channels))
             elif name.startswith("transition"):
                 body.append(_FastTransition(mod, relu_bn, act))
         self.body = nn.ModuleList(body)

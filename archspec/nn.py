@@ -92,6 +92,7 @@ class DenseLayer(nn.Module):
             self.relu2 = act()
             self.conv2 = nn.Conv2d(bottleneck_channels, growth_rate, kernel_size=3, padding=1,
                                    bias=False)
+        self.in_channels, self.growth_rate = in_channels, growth_rate  # from the plan
         self.bottleneck = bottleneck_channels is not None
         self.drop_rate = float(drop_rate)
         self.memory_efficient = memory_efficient
@@ -137,9 +138,10 @@ class DenseBlock(nn.ModuleDict):
     features live in one buffer and everything else is recomputed in backward.
     """
 
-    def __init__(self, layers: list[DenseLayer]):
+    def __init__(self, layers: list[DenseLayer], out_channels: int):
         super().__init__(OrderedDict((f"denselayer{j}", layer)
                                      for j, layer in enumerate(layers, start=1)))
+        self.out_channels = out_channels  # the plan's; sizes the shared feature buffer
 
     def forward(self, x: Tensor) -> Tensor:
         layers = list(self.values())
@@ -179,19 +181,16 @@ class _SharedStorageBlock(torch.autograd.Function):
     @staticmethod
     def forward(ctx, block: DenseBlock, x: Tensor, *params: Tensor) -> Tensor:
         layers = list(block.values())
-        widths = [(layer.conv2 if layer.bottleneck else layer.conv1).out_channels
-                  for layer in layers]
-        n, c, h, w = x.shape
-        buf = torch.empty((n, c + sum(widths), h, w), dtype=x.dtype, device=x.device)
-        buf[:, :c].copy_(x)
-        offsets, rng = [], []
-        for layer, k in zip(layers, widths):
-            offsets.append(c)
+        n, c0, h, w = x.shape
+        buf = torch.empty((n, block.out_channels, h, w), dtype=x.dtype, device=x.device)
+        buf[:, :c0].copy_(x)
+        rng = []
+        for layer in layers:  # layer j reads channels [0, in_channels), adds growth_rate
+            c, k = layer.in_channels, layer.growth_rate
             rng.append(_rng_state(x.device) if layer.training and layer.drop_rate > 0 else None)
             layer._recomputing = False
             buf[:, c:c + k].copy_(layer.layer_fn(buf[:, :c]))
-            c += k
-        ctx.block, ctx.offsets, ctx.widths, ctx.rng, ctx.c0 = block, offsets, widths, rng, x.shape[1]
+        ctx.block, ctx.rng, ctx.c0 = block, rng, c0
         ctx.autocast = [(dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
                         for dev in ("cpu", "cuda")]
         ctx.save_for_backward(buf)
@@ -204,7 +203,8 @@ class _SharedStorageBlock(torch.autograd.Function):
         layers = list(ctx.block.values())
         grad_buf = grad_out.contiguous().clone()
         grads: dict[int, Tensor] = {}
-        for layer, c, k, rng in reversed(list(zip(layers, ctx.offsets, ctx.widths, ctx.rng))):
+        for layer, rng in reversed(list(zip(layers, ctx.rng))):
+            c, k = layer.in_channels, layer.growth_rate
             inp = buf[:, :c].detach().requires_grad_(True)
             grad_new = grad_buf[:, c:c + k]
             params = [p for p in layer.parameters() if p.requires_grad]
