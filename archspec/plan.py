@@ -80,7 +80,6 @@ class Stage:
     macs: int
     activations: int               # output elements per image
     layers: tuple[LayerPlan, ...] = ()
-    index: int = 0                 # block/transition number, 1-based
     growth_rate: Optional[int] = None      # block
     bn_size: Optional[int] = None          # block (None: no bottleneck)
     compression: Optional[float] = None    # transition
@@ -405,7 +404,7 @@ def plan(spec: DenseNetSpec) -> Plan:
         stages.append(Stage(
             f"denseblock{i}", "block", f"features.denseblock{i}", block_in, channels,
             (h, w), (h, w), sum(lp.params for lp in layers), sum(lp.macs for lp in layers),
-            channels * h * w, tuple(layers), index=i, growth_rate=k, bn_size=bn_size,
+            channels * h * w, tuple(layers), growth_rate=k, bn_size=bn_size,
             drop_rate=drop))
         if i == n_blocks:
             break
@@ -428,7 +427,7 @@ def plan(spec: DenseNetSpec) -> Plan:
         macs = channels * out * h * w  # the 1x1 conv runs before the pool, at full size
         stages.append(Stage(f"transition{i}", "transition", f"features.transition{i}",
                             channels, out, (h, w), (h2, w2), params, macs, out * h2 * w2,
-                            index=i, compression=theta, drop_rate=drop,
+                            compression=theta, drop_rate=drop,
                             blur=aa.transitions))
         channels, h, w = out, h2, w2
 

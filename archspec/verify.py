@@ -222,13 +222,13 @@ def verify_all(plans: list[Plan], *, device: Any = "cpu", batch: int = 2,
     exception, so one bad spec does not hide the others.
     """
     from .builder import build
-    from .resources import check_resources
+    from .resources import DTYPE_BYTES, check_resources
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     dev = parse_device(device)
-    size = torch.empty((), dtype=torch_dtype).element_size()
     for p in plans:
-        check_resources(p, device=dev, dtype_bytes=size, batch=batch, allow_large=allow_large)
+        check_resources(p, device=dev, dtype_bytes=DTYPE_BYTES[dtype], batch=batch,
+                        allow_large=allow_large)
     results = []
     for i, p in enumerate(plans, start=1):
         if progress:
