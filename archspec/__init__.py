@@ -7,48 +7,64 @@
 Importing archspec does not import torch; ``build`` does, on first use.
 """
 
-from __future__ import annotations
-
-from typing import Any
+import os as _os
+import typing as _typing
 
 from .canonical import canonical, content_hash
 from .errors import Problem, SpecError
 from .loader import load, loads
-from .plan import Plan, Stage, LayerPlan, plan
+from .pipeline import load_plan
+from .plan import LayerPlan, Plan, Stage, plan
 from .schema import DenseNetSpec, StemType
+
+if _typing.TYPE_CHECKING:  # for editors and type checkers only: torch stays lazy
+    import torch
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "loads", "plan", "build", "from_module", "optimize_for_inference",
-           "canonical", "content_hash",
-           "SpecError", "Problem", "Plan", "Stage", "LayerPlan", "DenseNetSpec", "StemType",
-           "__version__"]
+__all__ = ["load", "loads", "plan", "load_plan", "build", "from_module",
+           "optimize_for_inference", "canonical", "content_hash", "SpecError", "Problem",
+           "Plan", "Stage", "LayerPlan", "DenseNetSpec", "StemType", "__version__"]
 
 
-def build(spec: Any, **kwargs: Any):
-    """Build the nn.Module a spec describes; see :func:`archspec.builder.build`.
+def build(spec: "DenseNetSpec | Plan | str | _os.PathLike", *,
+          device: "str | torch.device | None" = None, dtype: "torch.dtype | None" = None,
+          seed: "int | None" = None, allow_large: bool = False,
+          weights: "str | _os.PathLike | _typing.Mapping[str, torch.Tensor] | None" = None,
+          drop_head: bool = False, features_only: bool = False,
+          out_indices: "_typing.Sequence[int] | None" = None) -> "torch.nn.Module":
+    """Build the nn.Module a spec describes (a DenseNet, or with ``features_only`` a
+    backbone returning feature maps).
 
-    Keywords: device, dtype, seed, allow_large, weights, drop_head, features_only,
-    out_indices.
+    ``spec``: a DenseNetSpec, a Plan, a zoo name or a path. ``seed`` gives bitwise
+    torchvision's initialisation for that seed without touching the global RNG;
+    ``device``/``dtype`` move the model after it is initialised on the CPU; ``weights`` is a
+    checkpoint path or a state_dict (torchvision, timm or archspec keys; ``drop_head``
+    keeps the new classifier); ``allow_large`` skips the resource guard. See
+    :func:`archspec.builder.build`.
     """
     # builder, not build: a submodule named build would replace this function on import.
     from .builder import build as _build  # torch is imported here, not at package import
 
-    return _build(spec, **kwargs)
+    return _build(spec, device=device, dtype=dtype, seed=seed, allow_large=allow_large,
+                  weights=weights, drop_head=drop_head, features_only=features_only,
+                  out_indices=out_indices)
 
 
-def from_module(model: Any, **kwargs: Any) -> DenseNetSpec:
-    """Infer the spec of a torchvision, timm or archspec DenseNet instance; see
-    :func:`archspec.introspect.from_module`."""
+def from_module(model: "torch.nn.Module", *, name: "str | None" = None,
+                source: "str | None" = None) -> DenseNetSpec:
+    """Infer the spec of a torchvision, timm or archspec DenseNet instance (named after
+    the zoo spec it equals, if any); see :func:`archspec.introspect.from_module`."""
     from .introspect import from_module as _from_module
 
-    return _from_module(model, **kwargs)
+    return _from_module(model, name=name, source=source)
 
 
-def optimize_for_inference(model: Any, **kwargs: Any):
-    """An eval-only, faster copy of a built DenseNet (norms folded, transitions pooled
-    before their convs, no per-layer concatenation, channels_last); see
-    :func:`archspec.inference.optimize_for_inference`."""
+def optimize_for_inference(model: "torch.nn.Module", *, channels_last: bool = True
+                           ) -> "torch.nn.Module":
+    """An eval-only, faster copy of a built DenseNet or ``features_only`` backbone (norms
+    folded, transitions pooled before their convs, no per-layer concatenation,
+    channels_last); see :func:`archspec.inference.optimize_for_inference`."""
     from .inference import optimize_for_inference as _optimize
 
-    return _optimize(model, **kwargs)
+    return _optimize(model, channels_last=channels_last)

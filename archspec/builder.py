@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -141,7 +141,8 @@ def _as_plan(spec: Any) -> Plan:
 
 def build(spec: DenseNetSpec | Plan | str | os.PathLike, *, device: Any = None,
           dtype: torch.dtype | None = None, seed: int | None = None,
-          allow_large: bool = False, weights: str | os.PathLike | None = None,
+          allow_large: bool = False,
+          weights: str | os.PathLike | Mapping[str, Tensor] | None = None,
           drop_head: bool = False, features_only: bool = False,
           out_indices: tuple[int, ...] | list[int] | None = None) -> nn.Module:
     """Build the nn.Module a spec describes.
@@ -155,8 +156,8 @@ def build(spec: DenseNetSpec | Plan | str | os.PathLike, *, device: Any = None,
     archspec.resources (a parameter ceiling and the free memory of the CPU and of
     ``device``); beyond them ResourceError is raised unless ``allow_large``.
 
-    ``weights``: a checkpoint to load (archspec, torchvision or timm; old torchvision keys
-    are remapped); it must fit exactly, except for the classifier with ``drop_head``.
+    ``weights``: a checkpoint file or a state_dict to load (archspec, torchvision or timm;
+    old torchvision keys are remapped); it must fit exactly, except for the classifier with ``drop_head``.
     Problems are raised as WeightsError in the spec's terms. ``features_only`` returns a
     DenseNetFeatures backbone whose forward gives the feature maps of
     ``plan.feature_info`` (``out_indices`` selects some of them).

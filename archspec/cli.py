@@ -20,10 +20,11 @@ from .canonical import canonical, content_hash
 from .errors import SpecError
 from .files import OutputError, write_atomic
 from .loader import load
+from .pipeline import load_plan
 from .plan import Plan, plan as make_plan
 from .resources import DTYPE_BYTES, check_resources
-from .report import (diff_text, list_rows, setting, paper_table, render_table, summary_json,
-                     summary_text)
+from .report import (diff_json, diff_text, list_rows, printable, setting, paper_table,
+                     render_table, summary_data, summary_text)
 
 __all__ = ["main"]
 
@@ -54,11 +55,12 @@ def _err(text: str) -> None:
 MAX_PROBLEMS_SHOWN = 30  # a checkpoint of the wrong network differs in hundreds of keys
 
 
-def _print_problems(e: SpecError) -> None:
-    for problem in e.problems[:MAX_PROBLEMS_SHOWN]:
-        _err(_colour(str(problem), "31", sys.stderr))
-    if len(e.problems) > MAX_PROBLEMS_SHOWN:
-        _err(f"... and {len(e.problems) - MAX_PROBLEMS_SHOWN} more problems")
+def _print_problems(e: SpecError, limit: int | None = MAX_PROBLEMS_SHOWN) -> None:
+    shown = e.problems if limit is None else e.problems[:limit]
+    for problem in shown:
+        _err(_colour(printable(str(problem)), "31", sys.stderr))
+    if len(shown) < len(e.problems):
+        _err(f"... and {len(e.problems) - len(shown)} more problems (--all shows every one)")
 
 
 # --- spec loading shared by the commands ---------------------------------------------------
@@ -74,18 +76,22 @@ def _overrides(pairs: Sequence[str] | None) -> dict[str, str]:
 
 
 def _input_overrides(text: str | None) -> dict[str, str]:
+    """--input CxHxW as one override of ``input`` (so a size problem is located at it)."""
     if not text:
         return {}
     parts = text.lower().split("x")
     if len(parts) != 3 or not all(p.isdigit() for p in parts):
         raise _Usage(f"--input takes CxHxW such as 3x224x224, got {text!r}")
     c, h, w = parts
-    return {"input.channels": c, "input.height": h, "input.width": w}
+    return {"input": f"{{channels: {c}, height: {h}, width: {w}}}"}
 
 
-def _plan(name: str, args: argparse.Namespace, extra: dict[str, str] | None = None) -> Plan:
-    overrides = {**_overrides(getattr(args, "set", None)), **(extra or {})}
-    return make_plan(load(name, overrides=overrides or None))
+def _plan(name: str, args: argparse.Namespace) -> Plan:
+    """Load and plan one spec with the command's --set (and --input) overrides; every
+    problem of the spec, schema and arithmetic, in one SpecError."""
+    overrides = {**_overrides(getattr(args, "set", None)),
+                 **_input_overrides(getattr(args, "input", None))}
+    return load_plan(name, overrides=overrides or None)
 
 
 def _plans(names: Sequence[str], args: argparse.Namespace) -> list[Plan]:
@@ -118,34 +124,42 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    p = _plan(args.spec, args, _input_overrides(args.input))
-    digest = content_hash(p.spec)
-    if args.format == "json" and not args.verify:
-        _out(summary_json(p, layers=args.layers, content_hash=digest))
-        return EXIT_OK
-    if not args.verify:
-        _out(summary_text(p, fmt=args.format, layers=args.layers, content_hash=digest))
-        return EXIT_OK
-    from .verify import DeviceError, torchinfo_check  # imports torch
+    if args.batch is not None and args.batch < 1:
+        raise _Usage(f"--batch must be at least 1, got {args.batch}")
+    plans = _plans(args.specs, args)
+    checks = {}
+    if args.verify:
+        from .verify import DeviceError, torchinfo_check  # imports torch
 
-    try:
-        check = torchinfo_check(p, device=args.device, allow_large=args.allow_large)
-    except DeviceError as e:
-        _err(f"archspec summary: {e}")
-        return EXIT_FAIL
-    if args.format == "json":
-        data = json.loads(summary_json(p, layers=args.layers, content_hash=digest))
-        data["verify"] = check.as_dict()
-        _out(json.dumps(data, indent=2))
+        try:
+            checks = {id(p): torchinfo_check(p, device=args.device,
+                                             allow_large=args.allow_large) for p in plans}
+        except DeviceError as e:
+            _err(f"archspec summary: {e}")
+            return EXIT_FAIL
+    datas, texts = [], []
+    for p in plans:
+        check = checks.get(id(p))
+        if args.format == "json":
+            data = summary_data(p, layers=args.layers, content_hash=content_hash(p.spec),
+                                batch=args.batch)
+            if check is not None:
+                data["verify"] = check.as_dict()
+            datas.append(data)
+        else:
+            text = summary_text(p, fmt=args.format, layers=args.layers,
+                                content_hash=content_hash(p.spec), batch=args.batch)
+            texts.append(text + ("\n\n" + check.render(args.format) if check else ""))
+    if args.format == "json":  # one spec: an object (the contract); several: a list
+        _out(json.dumps(datas[0] if len(datas) == 1 else datas, indent=2))
     else:
-        _out(summary_text(p, fmt=args.format, layers=args.layers, content_hash=digest))
-        _out("")
-        _out(check.render(args.format))
-    if not check.ok:
-        for line in check.mismatches:
-            _err(f"{args.spec}: mismatch: {line}")
-        return EXIT_FAIL
-    return EXIT_OK
+        _out("\n\n".join(texts))
+    bad = [(name, c) for name, p in zip(args.specs, plans)
+           if (c := checks.get(id(p))) is not None and not c.ok]
+    for name, c in bad:
+        for line in c.mismatches:
+            _err(f"{name}: mismatch: {line}")
+    return EXIT_FAIL if bad else EXIT_OK
 
 
 def cmd_table(args: argparse.Namespace) -> int:
@@ -154,15 +168,18 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    plans = [make_plan(load(n)) for n in zoo.names()]
+    plans = [load_plan(n) for n in zoo.names()]
     if args.format == "json":
         groups = zoo.groups()
         _out(json.dumps([{"name": p.name, "group": groups[p.name], "params": p.params,
                           "macs": p.macs, "source": p.spec.source,
                           "description": p.spec.description} for p in plans], indent=2))
         return EXIT_OK
-    _out(render_table(["name", "params", "source", "description"], list_rows(plans),
-                      args.format, align="lrll"))
+    header = ["name", "params", "MACs", "description"] + (["source"] if args.wide else [])
+    rows = list_rows(plans, wide=args.wide or args.format == "markdown")
+    if not args.wide:
+        rows = [r[:4] for r in rows]
+    _out(render_table(header, rows, args.format, align="lrrll"))
     return EXIT_OK
 
 
@@ -175,7 +192,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     a, b = _plans([args.a, args.b], args)
-    _out(diff_text(a, b, args.format))
+    _out(diff_json(a, b) if args.format == "json" else diff_text(a, b, args.format))
     return EXIT_OK
 
 
@@ -190,18 +207,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     # The guard again inside build(); here first so an absurd spec fails before torch loads.
     check_resources(p, device="cpu", allow_large=args.allow_large)
     from .builder import build, save_checkpoint  # imports torch
-    from .verify import DeviceError, parse_device
+    from .verify import DeviceError, parse_device, parse_dtype
 
     try:
-        model = build(p, device=parse_device(args.device), seed=args.seed,
-                      allow_large=args.allow_large, weights=args.weights,
+        model = build(p, device=parse_device(args.device), dtype=parse_dtype(args.dtype),
+                      seed=args.seed, allow_large=args.allow_large, weights=args.weights,
                       drop_head=args.drop_head)
     except DeviceError as e:
         _err(f"archspec build: {e}")
         return EXIT_FAIL
     out = save_checkpoint(model, args.output, force=args.force, inputs=[args.spec],
                           seed=args.seed)
-    _out(f"wrote {out} ({p.name}, {p.params:,} params, seed {args.seed}, "
+    _out(f"wrote {out} ({p.name}, {p.params:,} params, {args.dtype}, seed {args.seed}, "
          f"sha256 {content_hash(p.spec)[:16]}...)")
     return EXIT_OK
 
@@ -256,7 +273,9 @@ def cmd_check_weights(args: argparse.Namespace) -> int:
     verdict = "loads into" if report.ok else "does NOT load into"
     _out(f"{args.checkpoint} {verdict} {p.name}: {report.summary()}")
     if not report.ok:
-        raise WeightsError(report.problems())
+        _print_problems(WeightsError(report.problems()), None if args.all else
+                        MAX_PROBLEMS_SHOWN)
+        return EXIT_FAIL
     return EXIT_OK
 
 
@@ -264,7 +283,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     from .introspect import from_module, from_name  # imports torch
 
     model, ref = from_name(args.ref)
-    spec = from_module(model, name=args.name or args.ref.partition(":")[2], source=ref)
+    spec = from_module(model, name=args.name, source=ref)
+    if args.name is None and spec.name not in zoo.names():  # not a zoo network: NAME
+        spec = from_module(model, name=args.ref.partition(":")[2], source=ref)
     text = canonical(spec)
     out = write_atomic(args.output, lambda fh: fh.write(text.encode()), force=args.force)
     p = make_plan(spec)
@@ -299,21 +320,54 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 # --- argument parsing ------------------------------------------------------------------------
 
+_EXAMPLES = {
+    "validate": ["archspec validate my-densenet.yaml", "archspec validate specs/cifar/*.yaml",
+                 "archspec validate densenet121 --set growth_rate=48"],
+    "summary": ["archspec summary densenet121", "archspec summary densenet121 densenet169",
+                "archspec summary densenet121 --input 3x64x64 --layers",
+                "archspec summary densenet-bc-100-12 --batch 64 --format json",
+                "archspec summary densenet121 --verify"],
+    "table": ["archspec table densenet121 densenet169 densenet201 densenet264"],
+    "list": ["archspec list", "archspec list --wide", "archspec list --format json"],
+    "schema": ["archspec schema > densenet.schema.json"],
+    "diff": ["archspec diff densenet121 densenet169",
+             "archspec diff densenet121 my-variant.yaml --format json"],
+    "canonical": ["archspec canonical my-densenet.yaml > resolved.yaml"],
+    "build": ["archspec build densenet121 -o densenet121.pt",
+              "archspec build densenet121 -o d121-bf16.pt --dtype bfloat16 --seed 1",
+              "archspec build densenet121 --set num_classes=10 --weights tv.pth --drop-head "
+              "-o d121-10.pt"],
+    "check-weights": ["archspec check-weights densenet121 densenet121.pth",
+                      "archspec check-weights densenet161 densenet121.pth --all"],
+    "import": ["archspec import torchvision:densenet121 -o densenet121.yaml",
+               "archspec import timm:densenetblur121d -o blur.yaml"],
+    "verify": ["archspec verify densenet121", "archspec verify --all --device cuda "
+               "--dtype bfloat16"],
+    "plot": ["archspec plot densenet121 densenet169 -o channels.svg"],
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="archspec", description="Declarative DenseNet specs: validate, summarise, "
-        "tabulate, build and verify. SPEC is a zoo name (see 'archspec list') or a YAML path.")
+        "tabulate, build and verify. SPEC is a zoo name (see 'archspec list') or a YAML path.",
+        epilog="'archspec COMMAND --help' shows a command's options and examples.")
     parser.add_argument("--version", action="version", version=f"archspec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Callable, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
-        p.set_defaults(func=func)
+        examples = "\n".join(f"  {line}" for line in _EXAMPLES.get(name, []))
+        p = sub.add_parser(name, help=help, description=help,
+                           epilog=f"examples:\n{examples}" if examples else None,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func, parser=p)
         return p
 
     def with_set(p: argparse.ArgumentParser) -> None:
         p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
-                       help="override a key (value read as YAML); repeatable")
+                       help="override a key (value read as YAML); repeatable. The result is "
+                            "a variant: its name says what changed and the base's 'expect' "
+                            "pins no longer apply")
 
     def with_allow_large(p: argparse.ArgumentParser) -> None:
         p.add_argument("--allow-large", action="store_true",
@@ -323,14 +377,21 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--format", choices=choices, default=choices[0],
                        help=f"output format (default {choices[0]})")
 
+    def with_dtype(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dtype", choices=tuple(DTYPE_BYTES), default="float32",
+                       help="parameter dtype (default float32)")
+
     p = command("validate", cmd_validate, "check specs: OK with params, or every error")
     p.add_argument("specs", nargs="+", metavar="SPEC")
     with_set(p)
 
     p = command("summary", cmd_summary, "per-stage channels, sizes, params, MACs")
-    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
     p.add_argument("--input", metavar="CxHxW", help="plan for another input size")
     p.add_argument("--layers", action="store_true", help="expand blocks into layers")
+    p.add_argument("--batch", type=int, metavar="B",
+                   help="also estimate the training memory (bytes of activations autograd "
+                        "keeps, float32) of a batch of B")
     p.add_argument("--verify", action="store_true",
                    help="also build the model and check it with torchinfo (imports torch)")
     p.add_argument("--device", default="cpu", help="device for --verify (default cpu)")
@@ -342,7 +403,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("specs", nargs="+", metavar="SPEC")
     with_set(p)
 
-    p = command("list", cmd_list, "the zoo: name, params, source, description")
+    p = command("list", cmd_list, "the zoo: name, params, MACs, description")
+    p.add_argument("--wide", action="store_true",
+                   help="add the source column and do not shorten descriptions")
     with_format(p)
 
     command("schema", cmd_schema, "the JSON Schema of a spec")
@@ -350,7 +413,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("diff", cmd_diff, "what differs between two plans, stage by stage")
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
-    with_format(p, ("table", "markdown"))
+    with_format(p)
     with_set(p)
 
     p = command("canonical", cmd_canonical, "the fully resolved spec as YAML")
@@ -359,8 +422,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("build", cmd_build, "write an initialised checkpoint (state_dict + spec)")
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("-o", "--output", required=True, metavar="FILE")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="checkpoint to write (atomically; see --force)")
+    p.add_argument("--device", default="cpu",
+                   help="device to initialise and load weights on (default cpu); the "
+                        "checkpoint is always stored on the CPU")
+    with_dtype(p)
     p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
     p.add_argument("--weights", metavar="CHECKPOINT",
@@ -375,13 +442,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("checkpoint", metavar="CHECKPOINT")
     p.add_argument("--drop-head", action="store_true", help="ignore the classifier")
+    p.add_argument("--all", action="store_true",
+                   help=f"list every problem (default: the first {MAX_PROBLEMS_SHOWN})")
     with_set(p)
 
     p = command("import", cmd_import,
                 "write the spec of a torchvision or timm DenseNet (e.g. torchvision:densenet121)")
     p.add_argument("ref", metavar="LIBRARY:NAME")
     p.add_argument("-o", "--output", required=True, metavar="FILE.yaml")
-    p.add_argument("--name", help="the spec's name (default: NAME)")
+    p.add_argument("--name", help="the spec's name (default: the zoo's name for the same "
+                                  "network, else NAME)")
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
     p = command("verify", cmd_verify,
@@ -397,7 +467,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("plot", cmd_plot, "channels after every layer, one line per spec")
     p.add_argument("specs", nargs="+", metavar="SPEC")
-    p.add_argument("-o", "--output", required=True, metavar="FILE.png|svg")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.png|svg|pdf",
+                   help="picture to write; the format follows the suffix")
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
     with_set(p)
     return parser
@@ -410,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except _Usage as e:
-        parser.print_usage(sys.stderr)
+        getattr(args, "parser", parser).print_usage(sys.stderr)  # the subcommand's usage
         _err(f"archspec {args.command}: error: {e}")
         return EXIT_USAGE
     except SpecError as e:

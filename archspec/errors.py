@@ -50,6 +50,10 @@ class SpecError(ValueError):
     line per problem.
     """
 
+    #: Set by the loader when the schema refused some keys but the spec without them
+    #: validates (archspec.loader.PartialSpec): lets the planner report its problems too.
+    partial: object = None
+
     def __init__(self, problems: Problem | Iterable[Problem]):
         if isinstance(problems, Problem):
             problems = [problems]

@@ -41,6 +41,9 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *,
         raise OutputError(f"{target}: folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
+        # mkstemp makes the file 0600; the result must have the mode any other tool would
+        # give it: the replaced file's, or 0666 less the user's umask for a new one.
+        os.chmod(tmp, _existing_mode(target) if target.exists() else 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -53,3 +56,22 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *,
             pass
         raise
     return target
+
+
+def _umask() -> int:
+    # Linux reports it without changing it (safe with threads); elsewhere the only way
+    # to read the umask is to set it and put it straight back.
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _existing_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o7777

@@ -7,16 +7,18 @@ every zoo spec, with randomised BatchNorm statistics and affine parameters).
    linearly (norm2 after conv1, the stem's norms after their convs) it is folded into the
    conv's weight and bias.
 2. ``relu(s*x + b) = s*clamp(x, lo, hi) + b`` per channel, with ``lo = -b/s`` for s > 0
-   and ``hi = -b/s`` for s < 0. A 1x1 conv that follows absorbs ``s`` into its weight and
-   ``b`` into its bias, so each dense layer's norm1+ReLU becomes one ``maximum`` pass
-   (plus a ``minimum`` only where some scale is negative). Not used before a 3x3 conv
-   (plain layers): its zero padding would pad ``b``, not 0.
+   and ``hi = -b/s`` for s < 0 (infinite otherwise). A 1x1 conv that follows absorbs ``s``
+   into its weight and ``b`` into its bias, so each dense layer's norm1+ReLU becomes one
+   clamp pass. Not used before a 3x3 conv (plain layers): its zero padding would pad
+   ``b``, not 0.
 3. A transition's average (or blur) pool is linear per channel and commutes with its
    1x1 conv and the per-channel affine, so it runs first: the conv sees a quarter of the
    pixels.
-4. Each dense block writes its layers' outputs into one preallocated buffer, and every
-   layer reads the prefix it needs as a view: the per-layer ``torch.cat`` (quadratic
+4. Each dense block writes its layers' outputs into one buffer, allocated per call, and
+   every layer reads the prefix it needs as a view: the per-layer ``torch.cat`` (quadratic
    memory traffic in depth) disappears, and the block's output is the buffer itself.
+   Nothing is cached between calls, so tracing, exporting or compiling the model cannot
+   change what a later call returns, and the state_dict's keys depend on the spec only.
 5. channels_last by default (oneDNN's preferred layout on CPU, tensor cores' on CUDA).
 
 Group norm is not folded (its statistics depend on the input), nor are activations other
@@ -26,14 +28,13 @@ buffer only.
 
 from __future__ import annotations
 
-import threading
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .nn import BlurPool2d, DenseLayer, Transition, activation_fn
+from .nn import BlurPool2d, DenseLayer, Transition, make_activation
 from .schema import Activation, NormType
 
 __all__ = ["optimize_for_inference", "InferenceDenseNet"]
@@ -53,29 +54,27 @@ def _fold_after(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     return w, bias
 
 
-def _clamp_bounds(s: Tensor, b: Tensor) -> tuple[Tensor, Optional[Tensor], Tensor]:
-    """lo, hi (None if no scale is negative) and the shift to fold, for relu(s*x + b)."""
+def _clamp_bounds(s: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """lo, hi and the shift to fold, for relu(s*x + b)."""
     inf = torch.full_like(s, float("inf"))
     t = torch.where(s != 0, -b / torch.where(s != 0, s, torch.ones_like(s)), torch.zeros_like(s))
     lo = torch.where(s > 0, t, -inf)
     hi = torch.where(s < 0, t, inf)
     shift = torch.where(s == 0, b.clamp(min=0), b)  # s == 0: the output is relu(b)
-    return lo, (hi if bool((s < 0).any()) else None), shift
+    return lo, hi, shift
 
 
 class _Clamp(nn.Module):
-    """x -> clamp(x, lo, hi) per channel, as maximum (and minimum) passes."""
+    """x -> clamp(x, lo, hi) per channel, in one pass. Both bounds are always buffers
+    (infinite where unused), so the state_dict's keys do not depend on the weights."""
 
-    def __init__(self, lo: Tensor, hi: Optional[Tensor]):
+    def __init__(self, lo: Tensor, hi: Tensor, dtype: torch.dtype):
         super().__init__()
-        self.register_buffer("lo", lo.view(1, -1, 1, 1))
-        self.register_buffer("hi", hi.view(1, -1, 1, 1) if hi is not None else None)
+        self.register_buffer("lo", lo.to(dtype).view(1, -1, 1, 1))
+        self.register_buffer("hi", hi.to(dtype).view(1, -1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        y = torch.maximum(x, self.lo)
-        if self.hi is not None:
-            torch.minimum(y, self.hi, out=y)
-        return y
+        return torch.clamp(x, self.lo, self.hi)
 
 
 def _conv(weight: Tensor, bias: Optional[Tensor], like: nn.Conv2d) -> nn.Conv2d:
@@ -101,16 +100,15 @@ class _NormAct(nn.Module):
 class _FastLayer(nn.Module):
     """A dense layer for inference: pre (clamp, or norm+act) -> conv1 -> [act -> conv2]."""
 
-    def __init__(self, layer: DenseLayer, relu_bn: bool, act):
+    def __init__(self, layer: DenseLayer, relu_bn: bool, act: nn.Module):
         super().__init__()
         self.act = act
-        self.bottleneck = layer.bottleneck
+        self.in_channels, self.growth_rate = layer.in_channels, layer.growth_rate
         norm2_foldable = layer.bottleneck and isinstance(layer.norm2, nn.BatchNorm2d)
         if relu_bn and layer.bottleneck:
             s, b = _affine(layer.norm1)
             lo, hi, shift = _clamp_bounds(s, b)
-            self.pre: nn.Module = _Clamp(lo.to(layer.norm1.weight.dtype),
-                                         None if hi is None else hi.to(layer.norm1.weight.dtype))
+            self.pre: nn.Module = _Clamp(lo, hi, layer.norm1.weight.dtype)
             w = layer.conv1.weight.double()
             w1 = w * s.view(1, -1, 1, 1)
             b1 = (w.sum(dim=(2, 3)) @ shift)  # 1x1: W @ shift
@@ -137,56 +135,42 @@ class _FastLayer(nn.Module):
 
 
 class _FastBlock(nn.Module):
-    """Writes every layer's output into one buffer; layers read prefixes of it."""
+    """Writes every layer's output into one buffer; layers read prefixes of it.
 
-    def __init__(self, layers: list[_FastLayer], in_channels: int, out_channels: int):
+    Widths come from the plan (each layer's ``in_channels`` and ``growth_rate``), so the
+    forward has no data-dependent Python: it scripts, traces and exports as it runs."""
+
+    def __init__(self, layers: list[_FastLayer], in_channels: int, out_channels: int,
+                 channels_last: bool):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self._workspace = threading.local()
-
-    def __getstate__(self) -> dict:  # deepcopy / pickle: the workspace is per process
-        state = self.__dict__.copy()
-        state.pop("_workspace", None)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._workspace = threading.local()
+        self.channels_last = channels_last
 
     def forward(self, x: Tensor) -> Tensor:
-        n, c, h, w = x.shape
-        fmt = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
-               and not x.is_contiguous() else torch.contiguous_format)
-        # The buffer is reused from call to call (per thread): a fresh tens-of-MB
-        # allocation costs a page fault per 4 KiB on every forward. Nothing returned by
-        # the model aliases it: the next transition or the head reads it into new tensors.
-        key = (n, h, w, x.dtype, x.device, fmt)
-        cache = self._workspace.__dict__
-        buf = cache.get("buf") if cache.get("key") == key else None
-        if buf is None:
-            buf = torch.empty((n, self.out_channels, h, w), dtype=x.dtype, device=x.device,
-                              memory_format=fmt)
-            cache.update(key=key, buf=buf)
-        buf[:, :c].copy_(x)
+        size = [x.shape[0], self.out_channels, x.shape[2], x.shape[3]]
+        if self.channels_last:
+            buf = torch.empty(size, dtype=x.dtype, device=x.device,
+                              memory_format=torch.channels_last)
+        else:
+            buf = torch.empty(size, dtype=x.dtype, device=x.device)
+        buf[:, :self.in_channels].copy_(x)
         for layer in self.layers:
-            new = layer(buf[:, :c])
-            buf[:, c:c + new.shape[1]].copy_(new)
-            c += new.shape[1]
+            c, k = layer.in_channels, layer.growth_rate
+            buf[:, c:c + k].copy_(layer(buf[:, :c]))
         return buf
 
 
 class _FastTransition(nn.Module):
     """pre (clamp or norm+act) -> pool -> 1x1 conv (scale and shift folded in)."""
 
-    def __init__(self, t: Transition, relu_bn: bool, act):
+    def __init__(self, t: Transition, relu_bn: bool, act: nn.Module):
         super().__init__()
         self.pool = t.pool
         if relu_bn:
             s, b = _affine(t.norm)
             lo, hi, shift = _clamp_bounds(s, b)
-            dtype = t.norm.weight.dtype
-            self.pre: nn.Module = _Clamp(lo.to(dtype), None if hi is None else hi.to(dtype))
+            self.pre: nn.Module = _Clamp(lo, hi, t.norm.weight.dtype)
             w = t.conv.weight.double()
             self.conv = _conv(w * s.view(1, -1, 1, 1), w.sum(dim=(2, 3)) @ shift, t.conv)
         else:
@@ -200,7 +184,11 @@ class _FastTransition(nn.Module):
 
 
 class InferenceDenseNet(nn.Module):
-    """Eval-only DenseNet from ``optimize_for_inference``; ``plan`` as the source model's."""
+    """Eval-only DenseNet from ``optimize_for_inference``; ``plan`` as the source model's.
+
+    Built from a classifier, ``forward`` returns logits; built from a ``features_only``
+    backbone, it returns the same list of feature maps as the backbone (``feature_info``
+    and ``out_indices`` carried over)."""
 
     def __init__(self, model: nn.Module, channels_last: bool):
         super().__init__()
@@ -209,13 +197,13 @@ class InferenceDenseNet(nn.Module):
         self.plan = plan
         self.channels_last = channels_last
         # Every tensor an activation sees here is fresh (a norm's or a conv's output).
-        act = activation_fn(spec.activation, inplace=True)
+        act = make_activation(spec.activation)()
         relu_bn = spec.activation == Activation.relu and spec.norm.type == NormType.batch
         feats = dict(model.features.named_children())
-        stem: list[nn.Module] = []
         names = list(feats)
+        stem: list[nn.Module] = []
         i = 0
-        while names[i].startswith(("conv", "norm", "relu", "pool")):
+        while names[i].startswith(("conv", "norm", "relu")):
             name, mod = names[i], feats[names[i]]
             nxt = names[i + 1] if i + 1 < len(names) else ""
             if isinstance(mod, nn.Conv2d) and nxt.startswith("norm") and \
@@ -225,29 +213,46 @@ class InferenceDenseNet(nn.Module):
                 continue
             stem.append(mod)
             i += 1
-        self.stem = nn.Sequential(*stem)
+        self.stem = nn.Sequential(*stem)  # up to the stem's activated norm (a backbone tap)
+        self.stem_pool = feats["pool0"] if names[i] == "pool0" else nn.Identity()
         body: list[nn.Module] = []
         for name in names[i:]:
             mod = feats[name]
             if name.startswith("denseblock"):
                 stage = plan.stage(name)
                 layers = [_FastLayer(layer, relu_bn, act) for layer in mod.values()]
-                body.append(_FastBlock(layers, stage.in_channels, stage.out_channels))
+                body.append(_FastBlock(layers, stage.in_channels, stage.out_channels,
+                                       channels_last))
             elif name.startswith("transition"):
                 body.append(_FastTransition(mod, relu_bn, act))
         self.body = nn.ModuleList(body)
         norm5 = feats["norm5"]
-        if relu_bn:
+        self.features_only = not hasattr(model, "classifier")
+        if self.features_only:
+            # Taps as DenseNetFeatures names them: -1 the stem, i a body index, and
+            # len(body) the activated norm5.
+            self.feature_info = model.feature_info
+            self.out_indices = model.out_indices
+            where = {f["module"].split(".", 1)[1]: j for j, f in enumerate(plan.feature_info)}
+            taps = {n: where[n] for n in where if where[n] in model.out_indices}
+            body_names = [n for n in names[i:] if n.startswith(("denseblock", "transition"))]
+            self.taps: List[int] = sorted(
+                -1 if n not in body_names and n != "norm5" else
+                len(body_names) if n == "norm5" else body_names.index(n) for n in taps)
+            self.head_pre: nn.Module = _NormAct(norm5, act)
+            self.classifier: Optional[nn.Linear] = None
+        elif relu_bn:
+            self.taps = []
             # head: relu(bn5(x)) -> mean -> linear == linear'(mean(clamp(x)))
             s, b = _affine(norm5)
             lo, hi, shift = _clamp_bounds(s, b)
-            self.head_pre: nn.Module = _Clamp(lo.to(norm5.weight.dtype),
-                                              None if hi is None else hi.to(norm5.weight.dtype))
+            self.head_pre = _Clamp(lo, hi, norm5.weight.dtype)
             w = model.classifier.weight.double()
             self.classifier = nn.Linear(w.shape[1], w.shape[0]).to(model.classifier.weight.dtype)
             self.classifier.weight.data.copy_(w * s.view(1, -1))
             self.classifier.bias.data.copy_(model.classifier.bias.double() + w @ shift)
         else:
+            self.taps = []
             self.head_pre = _NormAct(norm5, act)
             self.classifier = model.classifier
         self.eval()
@@ -263,24 +268,45 @@ class InferenceDenseNet(nn.Module):
                                "original model")
         return super().train(False)
 
-    @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
-        if self.channels_last and x.dim() == 4:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
+        if self.features_only:
+            return self._features(x)
+        x = self.stem_pool(x)
         for mod in self.body:
             x = mod(x)
         x = self.head_pre(x)
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        classifier = self.classifier
+        assert classifier is not None  # a classifier model always has one
+        return classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    @torch.jit.export
+    def _features(self, x: Tensor) -> List[Tensor]:
+        out: List[Tensor] = []
+        if -1 in self.taps:
+            out.append(x)
+        x = self.stem_pool(x)
+        j = 0
+        for mod in self.body:
+            x = mod(x)
+            if j in self.taps:
+                out.append(x)
+            j += 1
+        if len(self.body) in self.taps:
+            out.append(self.head_pre(x))
+        return out
 
 
 def optimize_for_inference(model: nn.Module, *, channels_last: bool = True
                            ) -> InferenceDenseNet:
-    """An eval-only copy of an archspec DenseNet, rearranged for speed (see the module
-    docstring). The original model is left untouched; weights are copied at call time."""
-    if not hasattr(model, "plan") or not hasattr(model, "classifier"):
-        raise TypeError("optimize_for_inference takes a DenseNet built by archspec.build "
-                        "(with a classifier, not features_only)")
+    """An eval-only copy of an archspec DenseNet or ``features_only`` backbone, rearranged
+    for speed (see the module docstring). The original model is left untouched; weights
+    are copied at call time."""
+    if not hasattr(model, "plan") or not hasattr(model, "features"):
+        raise TypeError("optimize_for_inference takes a model built by archspec.build "
+                        f"(a DenseNet or a features_only backbone), not {type(model).__name__}")
     import copy
 
     with torch.no_grad():  # folded weights and bounds are constants, not graph nodes

@@ -56,8 +56,11 @@ def from_module(model: nn.Module, *, name: str | None = None,
                 source: str | None = None) -> DenseNetSpec:
     """Infer the spec of a DenseNet module (torchvision, timm or archspec).
 
-    Raises SpecError if the module is not a DenseNet laid out with torchvision's names, or
-    if the inferred spec does not reproduce the module's parameter shapes.
+    ``name`` defaults to the zoo's name for the same network (``densenet121`` for
+    torchvision's densenet121), else the class name. The spec pins the parameter count and
+    output channels it was checked against in ``expect``. Raises SpecError if the module
+    is not a DenseNet laid out with torchvision's names, or if the inferred spec does not
+    reproduce the module's parameter shapes.
     """
     plan = getattr(model, "plan", None)
     if plan is not None and isinstance(getattr(plan, "spec", None), DenseNetSpec):
@@ -118,7 +121,7 @@ def from_module(model: nn.Module, *, name: str | None = None,
     def one(values: list) -> Any:
         return values[0] if len(set(values)) == 1 else values
     data: dict[str, Any] = {
-        "name": name or type(model).__name__.lower(),
+        "name": name or _identifier(type(model).__name__.lower()),
         "description": f"inferred from a {type(model).__module__}.{type(model).__name__}",
         "source": source or f"archspec.from_module({type(model).__name__})",
         "input": {"channels": conv0.in_channels,
@@ -138,8 +141,53 @@ def from_module(model: nn.Module, *, name: str | None = None,
     import yaml
 
     spec = loads(yaml.safe_dump(data, sort_keys=False), source="<module>")
-    _check_shapes(spec, model)
-    return spec
+    params = _check_shapes(spec, model)
+    # Pin what was just checked, so the written spec guards its own numbers.
+    data["expect"] = {"params": params, "out_channels": _head_width(spec)}
+    if name is None:
+        data["name"] = zoo_twin(spec) or data["name"]
+    return loads(yaml.safe_dump(data, sort_keys=False), source="<module>")
+
+
+# Keys that describe a spec or how it trains, not the network it builds.
+_NOT_ARCHITECTURE = ("name", "description", "source", "expect", "memory_efficient")
+
+
+def zoo_twin(spec: DenseNetSpec) -> str | None:
+    """The name of the zoo spec that builds the same network, or None: equal plans (every
+    stage's channels, sizes and parameters, with defaults such as the stem's width
+    resolved) and equal options, whatever the name, prose, pins and memory mode."""
+    from . import zoo
+    from .canonical import canonical_dict
+    from .loader import load
+    from .plan import plan
+
+    def key(s: DenseNetSpec) -> tuple:
+        options = {k: v for k, v in canonical_dict(s).items()
+                   if k not in _NOT_ARCHITECTURE}
+        resolved = plan(s).as_dict(layers=True)
+        resolved.pop("name")
+        return options.pop("stem")["widths"], plan(s).stem_widths, resolved, \
+            {k: options[k] for k in ("norm", "activation", "anti_alias", "drop_rate")}
+    mine = key(spec)
+    for name in zoo.names():
+        if key(load(name)) == mine:
+            return name
+    return None
+
+
+def _head_width(spec: DenseNetSpec) -> int:
+    from .plan import plan
+
+    return plan(spec).out_channels
+
+
+def _identifier(text: str) -> str:
+    import re
+
+    from .schema import NAME_CHARS
+
+    return re.sub(f"[^{NAME_CHARS}]", "_", text).lstrip(".+=,[]-") or "densenet"
 
 
 def _blur_filter(pool: Any) -> int | None:
@@ -161,14 +209,17 @@ def _activation(model: nn.Module) -> str:
     return "relu"
 
 
-def _check_shapes(spec: DenseNetSpec, model: nn.Module) -> None:
-    """The inferred spec must give the module's parameter names and shapes, exactly."""
+def _check_shapes(spec: DenseNetSpec, model: nn.Module) -> int:
+    """The inferred spec must give the module's parameter names and shapes, exactly;
+    returns the parameter count so checked."""
     from .builder import expected_state
     from .weights import compare
 
-    report, _ = compare(expected_state(spec), model.state_dict(), "<module>")
+    expected = expected_state(spec)
+    report, _ = compare(expected, model.state_dict(), "<module>")
     if not report.ok:
         raise SpecError(report.problems())
+    return sum(p.numel() for p in expected.parameters())
 
 
 def from_name(ref: str) -> tuple[nn.Module, str]:

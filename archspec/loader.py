@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import stat
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import zoo
 from .errors import Problem, SpecError, format_path
-from .schema import DenseNetSpec
+from .schema import NAME_CHARS, DenseNetSpec
 from .yamlio import COMMAND_LINE, MAX_BYTES, Mark, SourceMap, decode_bytes, parse_yaml
 
 __all__ = ["load", "loads", "read_spec_source", "describe"]
@@ -116,7 +118,18 @@ def _resolve(text: str | bytes, file: str, base: Path, chain: tuple[str, ...]
     pdata, pmap = _resolve(ptext, pfile, pbase, chain + (here,))
     # 'expect' pins the numbers of the file that wrote it; a child is another network.
     pdata.pop("expect", None)
+    _mark_inherited(pdata, data, f"extends {pdata.get('name', parent_ref)}")
     return _deep_merge(pdata, data), smap.merged_under(pmap)
+
+
+def _mark_inherited(parent: dict, child: dict, how: str) -> None:
+    """A variant that keeps its parent's description or source must not read as if it
+    were the parent: say it is inherited, and from what."""
+    for key in ("description", "source"):
+        text = parent.get(key)
+        if key not in child and isinstance(text, str) and text \
+                and not text.startswith("(inherited;"):
+            parent[key] = f"(inherited; {how}) {text}"
 
 
 def _deep_merge(parent: dict, child: dict) -> dict:
@@ -193,16 +206,127 @@ def _apply_overrides(data: dict, smap: SourceMap, overrides: Mapping[str, Any]
     return data, smap
 
 
+def _variant(data: dict, smap: SourceMap, overrides: Mapping[str, Any]) -> dict:
+    """Overrides make a new network, as ``extends:`` does: the base's ``expect`` pins no
+    longer apply (unless the overrides give ``expect`` themselves), the name says what
+    changed (``densenet121+growth_rate=48``), and inherited prose is marked as such."""
+    keys = [str(k).strip() for k in overrides]
+    touched = {_top_key(k) for k in keys}
+    out = dict(data)
+    if "expect" not in touched:
+        out.pop("expect", None)
+        for table in (smap.keys, smap.values):
+            for p in [p for p in table if p[:1] == ("expect",)]:
+                del table[p]
+    base = out.get("name")
+    if "name" not in touched and isinstance(base, str):
+        changes = "+".join(_change_text(k, v) for k, v in overrides.items()
+                           if _top_key(str(k).strip()) != "expect")
+        if changes:
+            out["name"] = _variant_name(base, changes)
+            _mark_inherited(out, {k: None for k in touched}, f"{base} with overrides")
+    return out
+
+
+def _top_key(key: str) -> str:
+    return key.split(".", 1)[0].split("[", 1)[0]
+
+
+# What a spec name may not hold (schema.NAME_CHARS); a derived name has '_' there instead.
+_NOT_NAME_CHAR = re.compile(f"[^{NAME_CHARS}]")
+
+
+def _change_text(key: str, value: Any) -> str:
+    """``growth_rate=48``, ``block_config=[6,12,32,32]``, ``norm.type=group+norm.groups=4``."""
+    if isinstance(value, str):
+        try:
+            value = parse_yaml(value, COMMAND_LINE)[0] if value.strip() else ""
+        except SpecError:
+            pass
+    if isinstance(value, dict) and value:
+        return "+".join(_change_text(f"{key}.{k}", v) for k, v in value.items())
+
+    def text(v: Any) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if v is None:
+            return "null"
+        if isinstance(v, list):
+            return "[" + ",".join(text(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ",".join(f"{k}={text(x)}" for k, x in v.items()) + "}"
+        return str(v)
+    return _NOT_NAME_CHAR.sub("_", f"{key.strip()}={text(value)}")
+
+
+def _variant_name(base: str, changes: str) -> str:
+    name = f"{base}+{changes}"
+    if len(name) <= _MAX_NAME:
+        return name
+    import hashlib  # a long list of changes: a short, stable stand-in for them
+
+    return f"{base[:_MAX_NAME - 14]}+{hashlib.sha256(changes.encode()).hexdigest()[:12]}"
+
+
+_MAX_NAME = 200
+
+
 def _validate(data: dict, smap: SourceMap, overrides: Mapping[str, Any] | None
               ) -> DenseNetSpec:
     if overrides:
         data, smap = _apply_overrides(data, smap, overrides)
+        data = _variant(data, smap, overrides)
     try:
         spec = DenseNetSpec.model_validate(data)
     except ValidationError as e:
-        raise SpecError(_translate_all(e.errors(), smap, data)) from None
+        errors = e.errors()
+        err = SpecError(_translate_all(errors, smap, data))
+        err.partial = _partial_spec(data, smap, errors)
+        raise err from None
     spec._source = smap
     return spec
+
+
+def _partial_spec(data: dict, smap: SourceMap, errors: list[dict]) -> PartialSpec | None:
+    """The spec with every key pydantic refused left out (defaults in their place), if
+    that validates: the planner can then still find the problems only arithmetic shows,
+    so one run reports them all. None when a refused key has no default."""
+    dropped: list[tuple] = []
+    trimmed = _deep_merge({}, data)
+    for err in errors:
+        loc, _ = _clean_loc(tuple(err["loc"]), data)
+        if not loc:
+            return None
+        dropped.append(loc)
+        node: Any = trimmed
+        for part in loc[:-1]:
+            node = node[part] if isinstance(node, dict) and part in node else None
+            if node is None:
+                break
+        if isinstance(node, dict):
+            node.pop(loc[-1], None)
+        elif isinstance(node, list):  # an item of a per-block list: drop the whole list
+            parent: Any = trimmed
+            for part in loc[:-2]:
+                parent = parent.get(part) if isinstance(parent, dict) else None
+            if isinstance(parent, dict):
+                parent.pop(loc[-2], None)
+                dropped.append(loc[:-1])
+    trimmed.pop("expect", None)  # pins of a spec that is not the one written
+    try:
+        spec = DenseNetSpec.model_validate(trimmed)
+    except ValidationError:
+        return None
+    spec._source = smap
+    return PartialSpec(spec, tuple(dropped))
+
+
+@dataclass(frozen=True)
+class PartialSpec:
+    """A spec with the keys in ``dropped`` (key paths) replaced by their defaults."""
+
+    spec: DenseNetSpec
+    dropped: tuple[tuple, ...]
 
 
 # --- pydantic error -> user's terms ------------------------------------------------------
@@ -336,6 +460,9 @@ def _translate(err: dict, smap: SourceMap) -> Problem:
     if kind in _BOUNDS:
         bound = next(iter(ctx.values()))
         return smap.problem(loc, f"must be {_BOUNDS[kind]} {bound}, found {describe(found)}")
+    if kind == "string_pattern_mismatch" and loc == ("name",):
+        return smap.problem(loc, "a name holds letters, digits and ._+-=,[] only and starts "
+                                 f"with a letter, digit or underscore; found {describe(found)}")
     if kind == "finite_number":
         return smap.problem(loc, f"must be a finite number, found {describe(found)}")
     if kind in ("too_short", "too_long"):

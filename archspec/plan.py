@@ -22,7 +22,6 @@ from typing import Any, Optional, Sequence
 
 from .errors import Problem, SpecError
 from .schema import DenseNetSpec, NormType, StemType
-from .yamlio import COMMAND_LINE
 
 __all__ = ["LayerPlan", "Stage", "Plan", "plan", "conv_out", "blur_out"]
 
@@ -61,7 +60,7 @@ class LayerPlan:
     macs: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Stage:
     """A stem, dense block, transition or head: what goes in, what comes out, what it costs.
 
@@ -86,6 +85,12 @@ class Stage:
     drop_rate: float = 0.0                 # block and transition
     blur: bool = False                     # stem pool / transition pool is a blur pool
 
+    def __repr__(self) -> str:
+        c, (h, w) = self.out_channels, self.out_size
+        return (f"Stage({self.name!r}, {self.kind}, out {c}x{h}x{w}, params={self.params:,}, "
+                f"macs={self.macs:,}" + (f", layers={len(self.layers)}" if self.layers else "")
+                + ")")
+
     def as_dict(self, *, layers: bool = False) -> dict:
         """JSON-ready view; keys are a contract of ``archspec summary --format json``."""
         d: dict[str, Any] = {
@@ -104,7 +109,7 @@ class Stage:
         return d
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Plan:
     """The resolved architecture of one spec. Build a model from it or report it.
 
@@ -129,8 +134,20 @@ class Plan:
     params: int
     macs: int
     out_channels: int                          # features entering the classifier
-    activations: int                           # sum of stage outputs per image
+    activations: int                           # elements: sum of stage outputs per image
     feature_info: tuple[dict, ...] = field(default=())
+
+    def __repr__(self) -> str:
+        c, h, w = self.input_shape
+        return (f"Plan({self.name!r}, input {c}x{h}x{w}, blocks {list(self.block_config)}, "
+                f"params={self.params:,}, macs={self.macs:,}, "
+                f"out_channels={self.out_channels})")
+
+    def pretty(self, *, layers: bool = False) -> str:
+        """The stage table ``archspec summary`` prints (``layers``: one row per layer)."""
+        from .report import summary_text  # report reads plans; imported only when asked
+
+        return summary_text(self, layers=layers)
 
     @property
     def name(self) -> str:
@@ -148,7 +165,16 @@ class Plan:
         per_layer = sum((2 if b.bn_size else 1) * len(b.layers) for b in self.blocks)
         return stem_convs + per_layer + (len(self.block_config) - 1) + 1
 
-    def training_activations(self, *, memory_efficient: bool | None = None) -> int:
+    def training_memory(self, batch: int = 1, *, dtype_bytes: int = 4,
+                        memory_efficient: bool | None = None) -> int:
+        """Estimated bytes of activations autograd keeps for backward in a training step
+        of ``batch`` images (``dtype_bytes`` per element; weights and gradients not
+        included). ``memory_efficient`` defaults to the spec's. Compare ``activations``,
+        the plain count of stage-output elements of one image.
+        """
+        return self._saved_elements_per_image(memory_efficient) * batch * dtype_bytes
+
+    def _saved_elements_per_image(self, memory_efficient: bool | None) -> int:
         """Estimated elements autograd keeps for backward, per image, in a training step.
 
         Per dense layer at HxW with c inputs, bottleneck b and growth k: the concatenation
@@ -185,11 +211,19 @@ class Plan:
         return total + transient
 
     def stage(self, name: str) -> Stage:
-        """The stage called ``name`` (``stem``, ``denseblock2``, ``transition1``, ``head``)."""
+        """The stage called ``name`` (``stem``, ``denseblock2``, ``transition1``, ``head``).
+
+        Raises KeyError naming the valid stages (and the closest one) otherwise."""
         for s in self.stages:
             if s.name == name:
                 return s
-        raise KeyError(name)
+        import difflib
+
+        names = [s.name for s in self.stages]
+        close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        raise StageNotFound(f"{self.name} has no stage {name!r}{hint} Stages: "
+                            + ", ".join(names))
 
     def as_dict(self, *, layers: bool = False) -> dict:
         """JSON-ready view; the keys are a contract of ``archspec summary --format json``."""
@@ -218,6 +252,13 @@ class Plan:
             "feature_info": [dict(f) for f in self.feature_info],
             "stages": [s.as_dict(layers=layers) for s in self.stages],
         }
+
+
+class StageNotFound(KeyError):
+    """``Plan.stage`` with a name the plan does not have (the message lists the names)."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0])
 
 
 def _bn(c: int) -> int:
@@ -268,34 +309,87 @@ def _transition_width(theta: float, channels: int) -> int:
     return math.floor(Fraction(repr(theta)) * channels)
 
 
+def _pool_out(size: int, blur: bool, filter_size: int, avg: bool) -> Optional[int]:
+    """Length after a stride-2 pool along one axis (2x2 average, 3x3/2 max or a stride-2
+    blur), or None where the pool cannot run on ``size`` pixels."""
+    if blur:  # reflect padding needs more pixels than it pads
+        return blur_out(size, filter_size) if size > blur_padding(filter_size) else None
+    if avg:
+        return size // 2 if size >= 2 else None
+    return conv_out(size, 3, 2, 1)
+
+
+def _pool_need(blur: bool, filter_size: int, avg: bool) -> int:
+    return blur_padding(filter_size) + 1 if blur else 2 if avg else 1
+
+
 class _Sizes:
-    """Spatial bookkeeping with the 'input too small' problem in one place."""
+    """Spatial bookkeeping, and the 'input too small' problem with its fix, in one place."""
 
-    def __init__(self, spec: DenseNetSpec):
+    def __init__(self, spec: DenseNetSpec, n_transitions: int):
         self.spec = spec
-        self.c = spec.input.channels
+        self.n_transitions = n_transitions
 
-    def too_small(self, stage: str, h: int, w: int, need: str) -> Problem:
+    def axis(self, size: int) -> tuple[bool, int]:
+        """Whether one axis of ``size`` input pixels passes the stem, and how many
+        transitions it then passes (the same rules as ``plan``'s, one axis at a time)."""
+        spec, aa = self.spec, self.spec.anti_alias
+        if spec.stem.type != StemType.cifar:
+            kernel = 7 if spec.stem.type == StemType.imagenet else 3
+            size = conv_out(size, kernel, 2, kernel // 2)
+            if size < 1:
+                return False, 0
+            pooled = _pool_out(size, aa.stem, aa.filter_size, avg=False)
+            if pooled is None:
+                return False, 0
+            size = pooled
+        for t in range(self.n_transitions):
+            pooled = _pool_out(size, aa.transitions, aa.filter_size, avg=True)
+            if pooled is None:
+                return True, t
+            size = pooled
+        return True, self.n_transitions
+
+    def smallest(self) -> int:
+        """The smallest side length that passes the stem and every transition."""
+        def fits(n: int) -> bool:
+            stem_ok, done = self.axis(n)
+            return stem_ok and done == self.n_transitions
+        hi = 1
+        while not fits(hi):  # sizes only grow with the input: double, then bisect
+            hi *= 2
+        lo = hi // 2
+        while lo + 1 < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+        return hi
+
+    def too_small(self, stage: str, h: int, w: int, need: int) -> Problem:
         i = self.spec.input
-        return self.spec.source_map.problem(
-            ("input",), f"{self.c}x{i.height}x{i.width} is too small: {stage} receives "
-                        f"{h}x{w}, {need}")
+        small = self.smallest()
+        fix = [f"the smallest input this net accepts is {i.channels}x{max(small, i.height)}x"
+               f"{max(small, i.width)} (CxHxW)"]
+        (stem_h, fit_h), (stem_w, fit_w) = self.axis(i.height), self.axis(i.width)
+        if stem_h and stem_w and self.n_transitions:
+            fit = min(fit_h, fit_w)
+            fix.append(f"or keep {i.height}x{i.width} with at most {fit} transition"
+                       f"{'' if fit == 1 else 's'} ({fit + 1} block{'' if fit == 0 else 's'})")
+        # Blame the axis that is too short, so an --input or --set is located on the
+        # command line and a file's own height or width at its line.
+        key = "height" if h < need else "width"
+        return self.spec.source_map.problem(("input", key), (
+            f"input {i.channels}x{i.height}x{i.width} (CxHxW) is too small: {stage} receives "
+            f"{h}x{w} (HxW) and needs at least {need}x{need}; " + ", ".join(fix)))
 
     def pool(self, stage: str, h: int, w: int, blur: bool, filter_size: int,
              avg: bool) -> tuple[int, int]:
         """Size after a stride-2 pool: 2x2 average, 3x3/2 max, or a stride-2 blur."""
-        if blur:
-            pad = blur_padding(filter_size)
-            if min(h, w) <= pad:  # reflect padding needs more pixels than it pads
-                raise SpecError(self.too_small(f"{stage} (blur pool)", h, w,
-                                               f"needs at least {pad + 1}x{pad + 1}"))
-            return blur_out(h, filter_size), blur_out(w, filter_size)
-        if avg:
-            if min(h, w) < 2:
-                raise SpecError(self.too_small(f"{stage} (2x2 average pool)", h, w,
-                                               "needs at least 2x2"))
-            return h // 2, w // 2
-        return conv_out(h, 3, 2, 1), conv_out(w, 3, 2, 1)
+        h2, w2 = (_pool_out(h, blur, filter_size, avg), _pool_out(w, blur, filter_size, avg))
+        if h2 is None or w2 is None:
+            kind = "blur pool" if blur else "2x2 average pool" if avg else "max pool"
+            raise SpecError(self.too_small(f"{stage} ({kind})", h, w,
+                                           _pool_need(blur, filter_size, avg)))
+        return h2, w2
 
 
 def plan(spec: DenseNetSpec) -> Plan:
@@ -353,7 +447,7 @@ def plan(spec: DenseNetSpec) -> Plan:
         raise smap.error(("anti_alias", "stem"), "the cifar stem has no pool to anti-alias; "
                                                  "use an imagenet or deep stem")
 
-    sizes = _Sizes(spec)
+    sizes = _Sizes(spec, n_blocks - 1)
     c_in, h, w = spec.input.channels, spec.input.height, spec.input.width
     stages: list[Stage] = []
 
@@ -375,8 +469,7 @@ def plan(spec: DenseNetSpec) -> Plan:
                       + c2 * stem_channels * 9 + _bn(stem_channels))
             macs = (c_in * c1 + c1 * c2 + c2 * stem_channels) * 9 * h1 * w1
         if min(h1, w1) < 1:
-            raise SpecError(sizes.too_small("the stem's stride-2 conv", h, w,
-                                            "needs at least 1x1"))
+            raise SpecError(sizes.too_small("the stem's stride-2 conv", h, w, 1))
         stem_conv_size = (h1, w1)
         h2, w2 = sizes.pool("the stem pool", h1, w1, aa.stem, aa.filter_size, avg=False)
         stages.append(Stage("stem", "stem", "features.pool0", c_in, stem_channels, (h, w),
@@ -534,8 +627,4 @@ def _check_expect(p: Plan) -> None:
         problems.append(smap.problem(("expect", "out_channels"), (
             f"expected {exp.out_channels} output channels, the plan has {p.out_channels}")))
     if problems:
-        if any(m.file == COMMAND_LINE for m in smap.values.values()):
-            hint = " (overrides changed this spec; override 'expect' too, e.g. --set expect=null)"
-            problems = [Problem(pr.message + hint, pr.file, pr.line, pr.column, pr.path)
-                        for pr in problems]
         raise SpecError(problems)

@@ -11,8 +11,23 @@ from typing import Iterable, Sequence
 from .plan import Plan, Stage
 from .schema import StemType
 
-__all__ = ["human", "render_table", "summary_rows", "summary_text", "summary_json",
-           "paper_table", "diff_rows", "diff_text", "list_rows"]
+__all__ = ["human", "printable", "render_table", "summary_rows", "summary_text",
+           "summary_data", "summary_json", "paper_table", "diff_rows", "diff_text",
+           "diff_json", "list_rows"]
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters (ESC sequences that would
+    repaint it, NUL, DEL, C1) and bidirectional overrides are shown as escapes."""
+    return "".join(ch if ch in "\n\t" or not _unprintable(ch) else
+                   (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+                   for ch in text)
+
+
+def _unprintable(ch: str) -> bool:
+    o = ord(ch)
+    return o < 0x20 or 0x7F <= o < 0xA0 or 0x202A <= o <= 0x202E or 0x2066 <= o <= 0x2069 \
+        or o in (0x200E, 0x200F, 0x061C)
 
 
 def human(n: float, unit: str = "") -> str:
@@ -81,11 +96,19 @@ def summary_rows(plan: Plan, *, layers: bool = False) -> list[list[str]]:
     return rows
 
 
-SUMMARY_HEADER = ["stage", "output CxHxW", "params", "MACs", "activations"]
+SUMMARY_HEADER = ["stage", "output CxHxW", "params", "MACs", "activations (elements)"]
+
+
+def _training_memory_line(plan: Plan, batch: int) -> str:
+    mem = plan.training_memory(batch)
+    mode = ", memory_efficient" if plan.spec.memory_efficient else ""
+    return (f"training memory at batch {batch}: about {mem:,} bytes ({human(mem, 'B')}) of "
+            f"activations kept for backward (float32{mode}; weights and gradients not "
+            "included)")
 
 
 def summary_text(plan: Plan, *, fmt: str = "table", layers: bool = False,
-                 content_hash: str | None = None) -> str:
+                 content_hash: str | None = None, batch: int | None = None) -> str:
     """The summary people read: a heading line, the stage table, the totals in words."""
     c, h, w = plan.input_shape
     k = setting(plan.growth_rate)
@@ -95,6 +118,8 @@ def summary_text(plan: Plan, *, fmt: str = "table", layers: bool = False,
     table = render_table(SUMMARY_HEADER, summary_rows(plan, layers=layers), fmt)
     tail = (f"params {plan.params:,} ({human(plan.params)}), MACs {plan.macs:,} "
             f"({human(plan.macs)}) per image, out_channels {plan.out_channels}")
+    if batch:
+        tail += "\n" + _training_memory_line(plan, batch)
     if content_hash:
         tail += f"\nspec sha256 {content_hash}"
     if fmt == "markdown":
@@ -102,12 +127,25 @@ def summary_text(plan: Plan, *, fmt: str = "table", layers: bool = False,
     return f"{head}\n\n{table}\n\n{tail}"
 
 
-def summary_json(plan: Plan, *, layers: bool = False, content_hash: str | None = None) -> str:
-    """JSON with the contract keys name, params, macs, out_channels, stages (and more)."""
+def summary_data(plan: Plan, *, layers: bool = False, content_hash: str | None = None,
+                 batch: int | None = None) -> dict:
+    """The contract keys name, params, macs, out_channels, stages (and more); with
+    ``batch``, ``training_memory``: {batch, bytes, memory_efficient}."""
     data = plan.as_dict(layers=layers)
+    if batch:
+        data["training_memory"] = {"batch": batch, "bytes": plan.training_memory(batch),
+                                   "dtype": "float32",
+                                   "memory_efficient": plan.spec.memory_efficient}
     if content_hash:
         data["sha256"] = content_hash
-    return json.dumps(data, indent=2)
+    return data
+
+
+def summary_json(plan: Plan, *, layers: bool = False, content_hash: str | None = None,
+                 batch: int | None = None) -> str:
+    """``summary_data`` as indented JSON text."""
+    return json.dumps(summary_data(plan, layers=layers, content_hash=content_hash,
+                                   batch=batch), indent=2)
 
 
 # --- the paper's architecture table (Table 1 layout) ------------------------------------
@@ -212,11 +250,8 @@ def diff_rows(a: Plan, b: Plan) -> list[list[str]]:
     return rows
 
 
-def diff_text(a: Plan, b: Plan, fmt: str = "table") -> str:
-    """What differs between two plans, stage by stage, then the totals."""
-    rows = diff_rows(a, b)
-    lines = [f"{a.name} -> {b.name}"]
-    fields = [("growth_rate", setting(a.growth_rate), setting(b.growth_rate)),
+def _diff_settings(a: Plan, b: Plan) -> list[tuple[str, object, object]]:
+    return [("growth_rate", setting(a.growth_rate), setting(b.growth_rate)),
               ("bn_size", setting(a.bn_size), setting(b.bn_size)),
               ("compression", setting(a.compression), setting(b.compression)),
               ("drop_rate", setting(a.drop_rate), setting(b.drop_rate)),
@@ -228,7 +263,13 @@ def diff_text(a: Plan, b: Plan, fmt: str = "table") -> str:
               ("norm", a.spec.norm.type.value, b.spec.norm.type.value),
               ("activation", a.spec.activation.value, b.spec.activation.value),
               ("anti_alias", _aa(a), _aa(b))]
-    changed = [f"  {k}: {x} -> {y}" for k, x, y in fields if x != y]
+
+
+def diff_text(a: Plan, b: Plan, fmt: str = "table") -> str:
+    """What differs between two plans, stage by stage, then the totals."""
+    rows = diff_rows(a, b)
+    lines = [f"{a.name} -> {b.name}"]
+    changed = [f"  {k}: {x} -> {y}" for k, x, y in _diff_settings(a, b) if x != y]
     lines += changed or ["  no settings differ"]
     if rows:
         lines += ["", render_table(["stage", "A CxHxW", "B CxHxW", "A params", "B params",
@@ -240,12 +281,46 @@ def diff_text(a: Plan, b: Plan, fmt: str = "table") -> str:
     return "\n".join(lines)
 
 
+def diff_json(a: Plan, b: Plan) -> str:
+    """The diff for tools: ``{"a", "b", "settings": {key: [a, b]}, "stages": [{"name",
+    "a", "b", "params_delta"}], "params": [a, b], "macs": [a, b]}``; a stage missing on one
+    side is null there. Only what differs is listed, as in the text form."""
+    by_a, by_b = {s.name: s for s in a.stages}, {s.name: s for s in b.stages}
+    names = list(dict.fromkeys([*by_a, *by_b]))
+
+    def brief(s: Stage | None):
+        if s is None:
+            return None
+        return {"out_channels": s.out_channels, "out_size": list(s.out_size),
+                "params": s.params, "num_layers": len(s.layers) if s.layers else None}
+    stages = []
+    for n in names:
+        sa, sb = brief(by_a.get(n)), brief(by_b.get(n))
+        if sa != sb:
+            stages.append({"name": n, "a": sa, "b": sb, "params_delta":
+                           (sb["params"] if sb else 0) - (sa["params"] if sa else 0)})
+    settings = {k: [x, y] for k, x, y in _diff_settings(a, b) if x != y}
+    return json.dumps({"a": a.name, "b": b.name, "settings": settings, "stages": stages,
+                       "params": [a.params, b.params], "macs": [a.macs, b.macs]}, indent=2,
+                      default=str)
+
+
 def _aa(p: Plan) -> str:
     aa = p.spec.anti_alias
     where = [w for w, on in (("stem", aa.stem), ("transitions", aa.transitions)) if on]
     return f"blur {aa.filter_size} in " + " and ".join(where) if where else "none"
 
 
-def list_rows(plans: Sequence[Plan]) -> list[list[str]]:
-    """``archspec list``: name, params, source, description."""
-    return [[p.name, human(p.params), p.spec.source, p.spec.description] for p in plans]
+LIST_DESCRIPTION_WIDTH = 52  # name, params, MACs and this fit 100 columns
+
+
+def list_rows(plans: Sequence[Plan], *, wide: bool = False) -> list[list[str]]:
+    """``archspec list``: name, params, MACs, description (shortened unless ``wide``),
+    source; free text escaped for the terminal."""
+    rows = []
+    for p in plans:
+        desc = printable(p.spec.description)
+        if not wide and len(desc) > LIST_DESCRIPTION_WIDTH:
+            desc = desc[:LIST_DESCRIPTION_WIDTH - 3] + "..."
+        rows.append([p.name, human(p.params), human(p.macs), desc, printable(p.spec.source)])
+    return rows

@@ -47,9 +47,8 @@ def estimate(plan: Plan, *, dtype_bytes: int = 4, batch: int | None = None,
     weight = plan.params * dtype_bytes * (2 if training and batch else 1)
     acts = 0
     if batch:
-        per_image = (plan.training_activations() if training
-                     else 2 * max(s.activations for s in plan.stages))
-        acts = per_image * batch * dtype_bytes
+        acts = (plan.training_memory(batch, dtype_bytes=dtype_bytes) if training
+                else 2 * max(s.activations for s in plan.stages) * batch * dtype_bytes)
     return Estimate(plan.params, weight, acts, batch or 0)
 
 

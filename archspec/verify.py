@@ -24,6 +24,11 @@ class DeviceError(RuntimeError):
     """The requested device does not exist or is not available here."""
 
 
+def parse_dtype(name: str | None) -> torch.dtype | None:
+    """torch dtype for a name such as ``bfloat16`` (None stays None)."""
+    return None if name is None else getattr(torch, name)
+
+
 def parse_device(device: Any) -> torch.device:
     """torch.device for ``device``, or DeviceError saying why it cannot be used."""
     try:

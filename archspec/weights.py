@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -31,6 +31,8 @@ _OLD_KEY = re.compile(
 # Checkpoints older than PyTorch 0.4 have no BN step counters; BatchNorm fills them in.
 _OPTIONAL_SUFFIX = ".num_batches_tracked"
 _HEAD_PREFIX = "classifier."
+# Training scripts save {"state_dict": ...} and the like; the tensors are inside.
+_WRAPPERS = ("state_dict", "model_state_dict", "model", "state_dict_ema")
 
 
 class WeightsError(SpecError):
@@ -118,7 +120,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         else:
             why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise WeightsError(Problem(f"cannot read checkpoint: {why}", file)) from None
-    for wrapper in ("state_dict", "model_state_dict", "model", "state_dict_ema"):
+    for wrapper in _WRAPPERS:
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
             break
@@ -167,12 +169,24 @@ def compare(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: str = 
     return report, state
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, *, drop_head: bool = False
-                 ) -> WeightsReport:
-    """Load a checkpoint into ``model`` strictly (but for the head with ``drop_head``);
-    WeightsError listing every problem in the spec's terms if it does not fit."""
-    state = read_state_dict(path)
-    report, state = compare(model, state, os.fspath(path), drop_head=drop_head)
+def load_weights(model: nn.Module, weights: str | os.PathLike | Mapping[str, torch.Tensor],
+                 *, drop_head: bool = False) -> WeightsReport:
+    """Load a checkpoint file, or a state_dict already in memory, into ``model`` strictly
+    (but for the head with ``drop_head``); WeightsError listing every problem in the
+    spec's terms if it does not fit."""
+    if isinstance(weights, Mapping):
+        for wrapper in _WRAPPERS:  # {"state_dict": ...} as a checkpoint file may hold it
+            if isinstance(weights.get(wrapper), Mapping):
+                weights = weights[wrapper]
+                break
+        if not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                   for k, v in weights.items()):
+            raise WeightsError(Problem("not a state_dict: expected a mapping of names to "
+                                       "tensors", "<state_dict>"))
+        state, where = dict(weights), "<state_dict>"
+    else:
+        state, where = read_state_dict(weights), os.fspath(weights)
+    report, state = compare(model, state, where, drop_head=drop_head)
     if not report.ok:
         raise WeightsError(report.problems())
     model.load_state_dict(state, strict=not drop_head)

@@ -111,7 +111,7 @@ def test_per_block_settings_in_cli_reports(capsys, spec_file):
     ("activation: tanh", "activation", "expected one of relu, silu, gelu"),
     ("anti_alias: {stem: true}", "anti_alias.stem", "the cifar stem has no pool"),
     ("stem: {type: cifar, widths: [4, 4]}", "stem.widths", "only the deep stems have widths"),
-    ("stem: {type: deep}", "input", "is too small"),
+    ("stem: {type: deep}", "input.height", "is too small"),
     ("stem: {type: dep}", "stem.type", "did you mean 'deep'"),
 ])
 def test_family_mistakes_are_located(spec_file, text, path, words):
@@ -207,7 +207,7 @@ def test_random_family_specs_plan_equals_model(text):
     try:
         p = archspec.plan(archspec.loads(text))
     except archspec.SpecError as e:  # group sizes that do not divide, tiny inputs
-        assert e.path in ("norm.groups", "input", "compression"), str(e)
+        assert e.path in ("norm.groups", "input.height", "input.width", "compression"), str(e)
         return
     model = archspec.build(p, seed=0)
     result = check_model(p, model, batch=2, backward=True)

@@ -78,8 +78,8 @@ def test_optimized_model_folds_and_reorders():
     with pytest.raises(RuntimeError, match="eval-only"):
         fast.train()
     assert model.features.norm0.weight.requires_grad  # the original is untouched
-    with pytest.raises(TypeError):
-        optimize_for_inference(archspec.build("densenet121", features_only=True))
+    with pytest.raises(TypeError, match="built by archspec.build"):
+        optimize_for_inference(torch.nn.Conv2d(3, 3, 1))
 
 
 def test_memory_efficient_is_exact_and_updates_batch_norm_once():
@@ -138,6 +138,7 @@ def test_memory_efficient_keeps_a_fraction_of_the_activations():
     assert b < 0.15 * a, (a, b)  # 0.09x here
 
 
+@pytest.mark.slow
 def test_memory_efficient_lowers_measured_peak_memory():
     """Real memory, in separate processes: what a training step adds to peak RSS. glibc's
     fixed mmap threshold makes freed activation memory return to the OS, so the peak
@@ -176,6 +177,7 @@ def test_compile_training_with_memory_efficient():
                                rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_benchmark_runner_quick_mode(tmp_path):
     out = tmp_path / "bench.md"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--device",
@@ -198,7 +200,7 @@ def test_benchmark_runner_refuses_cuda_without_a_gpu(tmp_path):
     assert proc.returncode == 1 and "CUDA is not available" in proc.stderr
 
 
-def test_optimized_model_copies_pickles_and_reuses_its_workspace_safely():
+def test_optimized_model_copies_pickles_and_keeps_no_state_between_calls():
     import copy
     import pickle
 

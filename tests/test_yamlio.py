@@ -20,14 +20,15 @@ def test_marks_point_at_keys_and_values():
     assert smap.locate(("stem", "channels")).line == 1
 
 
-def test_alias_bomb_is_refused_fast():
+def test_alias_bomb_is_refused_without_expanding_it():
     lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x","x"]']
     for i in range(1, 10):
         lines.append(f"a{i}: &a{i} [" + ",".join([f"*a{i-1}"] * 10) + "]")
     t0 = time.perf_counter()
     with pytest.raises(SpecError, match="alias bomb"):
         parse_yaml("\n".join(lines))
-    assert time.perf_counter() - t0 < 1.0  # a bound against hanging, not a benchmark
+    # 10**10 nodes if expanded: a guard against hanging (hours), generous for a busy machine
+    assert time.perf_counter() - t0 < 30.0
 
 
 def test_recursive_alias_is_refused():
