@@ -16,13 +16,14 @@ from .loader import load, loads
 from .pipeline import load_plan
 from .plan import LayerPlan, Plan, Stage, plan
 from .schema import DenseNetSpec, StemType
+from .search import search
 
 if _typing.TYPE_CHECKING:  # for editors and type checkers only: torch stays lazy
     import torch
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "loads", "plan", "load_plan", "build", "from_module",
+__all__ = ["load", "loads", "plan", "load_plan", "search", "build", "from_module",
            "optimize_for_inference", "canonical", "content_hash", "SpecError", "Problem",
            "Plan", "Stage", "LayerPlan", "DenseNetSpec", "StemType", "__version__"]
 

@@ -18,13 +18,14 @@ from typing import Callable, Sequence
 from . import __version__, zoo
 from .canonical import canonical, content_hash
 from .errors import SpecError
+from .yamlio import COMMAND_LINE
 from .files import OutputError, write_atomic
 from .loader import load
 from .pipeline import load_plan
 from .plan import Plan, plan as make_plan
 from .resources import DTYPE_BYTES, check_resources
 from .report import (diff_json, diff_text, list_rows, printable, setting, paper_table,
-                     render_table, summary_data, summary_text)
+                     render_table, search_csv, search_text, summary_data, summary_text)
 
 __all__ = ["main"]
 
@@ -33,6 +34,13 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 class _Usage(Exception):
     """A command line that makes no sense (exit 2)."""
+
+
+class _LocatedUsage(Exception):
+    """A usage error located at an argument: ``<command line>:1:N: option: message`` (exit 2)."""
+
+    def __init__(self, position: int, option: str, message: str):
+        super().__init__(f"{COMMAND_LINE}:1:{position}: {option}: {message}")
 
 
 # --- output helpers ----------------------------------------------------------------------
@@ -294,6 +302,70 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import SearchError, parse_number, parse_objectives, parse_values, search
+
+    def at(value: str) -> int:  # 1-based position of an argument, for the error's column
+        return args.argv.index(value) + 1 if value in args.argv else 0
+
+    def number(option: str, value: str | None) -> int | None:
+        try:
+            return None if value is None else parse_number(value)
+        except SearchError as e:
+            raise _LocatedUsage(at(value), option, e.message) from None
+    vary: dict[str, list] = {}
+    for item in args.vary or ():
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip():
+            raise _LocatedUsage(at(item), "--vary", f"expected KEY=VALUES (growth_rate=12,24 "
+                                                    f"or depth=40..250:6), got {item!r}")
+        try:
+            vary[key.strip()] = parse_values(values)
+        except SearchError as e:
+            raise _LocatedUsage(at(item), "--vary", f"{key.strip()}: {e.message}") from None
+    if not vary:
+        raise _Usage("give at least one --vary KEY=VALUES")
+    limits = {name: number(option, getattr(args, name)) for name, option in (
+        ("max_params", "--max-params"), ("min_params", "--min-params"),
+        ("max_macs", "--max-macs"), ("max_activations", "--max-activations"))}
+    try:
+        objectives = parse_objectives(args.objectives)
+    except SearchError as e:
+        raise _LocatedUsage(at(args.objectives), "--objectives", e.message) from None
+    for option, value in (("--batch", args.batch), ("--top", args.top)):
+        if value is not None and value < 1:
+            raise _Usage(f"{option} must be at least 1, got {value}")
+    if args.plot and not args.plot.lower().endswith((".png", ".svg", ".pdf")):
+        raise _Usage(f"--plot must end in .png, .svg or .pdf, got {args.plot!r}")
+    try:
+        result = search(args.base, vary, overrides=_overrides(args.set) or None,
+                        batch=args.batch, objectives=objectives, sort=args.sort,
+                        top=args.top, allow_large=args.allow_large, **limits)
+    except SearchError as e:
+        if e.position:  # the position-th varied key
+            key = list(vary)[e.position - 1]
+            item = next(i for i in args.vary if i.partition("=")[0].strip() == key)
+            raise _LocatedUsage(at(item), "--vary", e.message) from None
+        raise _Usage(e.message) from None
+    if args.format == "json":
+        _out(json.dumps(result.as_dict(show_invalid=args.show_invalid), indent=2,
+                        default=str))
+    elif args.format == "csv":
+        _out(search_csv(result))
+    else:
+        _out(search_text(result, show_invalid=args.show_invalid))
+    if args.write:
+        from .search import write_candidates
+
+        for path in write_candidates(result, args.write, force=args.force):
+            _err(f"wrote {path}")
+    if args.plot:
+        from .plot import plot_search  # imports matplotlib
+
+        _err(f"wrote {plot_search(result, args.plot, force=args.force)}")
+    return EXIT_OK
+
+
 def _progress(done: int, total: int, label: str) -> None:
     """A one-line progress bar on a terminal; plain lines otherwise (logs stay readable)."""
     if sys.stderr.isatty():
@@ -344,6 +416,12 @@ _EXAMPLES = {
     "verify": ["archspec verify densenet121", "archspec verify --all --device cuda "
                "--dtype bfloat16"],
     "plot": ["archspec plot densenet121 densenet169 -o channels.svg"],
+    "search": ["archspec search densenet-bc-100-12 --set input={channels:3,height:64,width:64} "
+               "--vary growth_rate=8..40:4 --vary depth=40..250:6 --max-params 1M --top 10",
+               "archspec search densenet121 --vary growth_rate=16..48:8 "
+               "--vary block_config[3]=8..32:8 --max-macs 3G --format json",
+               "archspec search densenet121 --vary growth_rate=16..48:4 --max-macs 3G "
+               "--plot front.svg --write candidates/"],
 }
 
 
@@ -465,6 +543,39 @@ def _parser() -> argparse.ArgumentParser:
     with_set(p)
     with_allow_large(p)
 
+    p = command("search", cmd_search,
+                "plan every combination of some keys' values; keep what fits a budget")
+    p.add_argument("base", metavar="BASE", help="zoo name or spec file to vary")
+    p.add_argument("--vary", action="append", metavar="KEY=VALUES",
+                   help="a key path (as --set takes) and its values: 12,24,40 or 40..250 "
+                        "(inclusive) or 8..48:4 (with a step); repeatable")
+    for option, what in (("--max-params", "at most this many parameters"),
+                         ("--min-params", "at least this many parameters"),
+                         ("--max-macs", "at most this many MACs per image"),
+                         ("--max-activations", "at most this many bytes of training "
+                                               "activations at --batch (float32)")):
+        p.add_argument(option, metavar="N", help=what + "; 1M, 300M, 2.5G work")
+    p.add_argument("--batch", type=int, default=1, metavar="B",
+                   help="batch size for activations (default 1)")
+    p.add_argument("--objectives", default="params:max,macs:min",
+                   help="axes of the Pareto front (default params:max,macs:min)")
+    p.add_argument("--sort", default="-params",
+                   choices=[m for k in ("params", "macs", "activations") for m in (k, "-" + k)],
+                   help="order of the candidates (default -params: largest first)")
+    p.add_argument("--top", type=int, metavar="N", help="keep the first N candidates")
+    p.add_argument("--show-invalid", action="store_true",
+                   help="list the combinations that are not valid specs, and why")
+    p.add_argument("--write", metavar="DIR",
+                   help="write the (--top) candidates as spec files into DIR, expect pinned")
+    p.add_argument("--plot", metavar="FILE.png|svg|pdf",
+                   help="draw params against MACs, the front highlighted, the base and the "
+                        "zoo's nets of the same input marked")
+    p.add_argument("--force", action="store_true", help="replace files that exist")
+    p.add_argument("--allow-large", action="store_true",
+                   help="search grids of more than 1,000,000 combinations")
+    with_format(p, ("table", "json", "csv"))
+    with_set(p)
+
     p = command("plot", cmd_plot, "channels after every layer, one line per spec")
     p.add_argument("specs", nargs="+", metavar="SPEC")
     p.add_argument("-o", "--output", required=True, metavar="FILE.png|svg|pdf",
@@ -477,12 +588,17 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)  # exits 2 on a usage error, as argparse does
+    args.argv = argv
     try:
         return args.func(args)
     except _Usage as e:
         getattr(args, "parser", parser).print_usage(sys.stderr)  # the subcommand's usage
         _err(f"archspec {args.command}: error: {e}")
+        return EXIT_USAGE
+    except _LocatedUsage as e:
+        _err(printable(str(e)))
         return EXIT_USAGE
     except SpecError as e:
         _print_problems(e)

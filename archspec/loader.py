@@ -23,7 +23,8 @@ from .errors import Problem, SpecError, format_path
 from .schema import NAME_CHARS, DenseNetSpec
 from .yamlio import COMMAND_LINE, MAX_BYTES, Mark, SourceMap, decode_bytes, parse_yaml
 
-__all__ = ["load", "loads", "read_spec_source", "describe"]
+__all__ = ["load", "loads", "resolve", "ResolvedSource", "read_spec_source", "describe",
+           "parse_key_path", "key_path_error"]
 
 _MAX_EXTENDS = 16
 
@@ -47,6 +48,25 @@ def loads(yaml_text: str | bytes, source: str = "<string>", *,
     ``extends:`` paths are resolved relative to the current directory.
     """
     return _validate(*_resolve(yaml_text, source, Path.cwd(), chain=()), overrides)
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """A spec read and its ``extends`` resolved, not yet validated: many variants of one
+    base (``archspec.search``) validate from it without reading or parsing YAML again."""
+
+    data: dict
+    smap: SourceMap
+
+    def spec(self, overrides: Mapping[str, Any] | None = None) -> DenseNetSpec:
+        """The spec with ``overrides`` applied (as ``load``'s), validated."""
+        return _validate(self.data, self.smap, overrides)
+
+
+def resolve(name_or_path: str | os.PathLike) -> ResolvedSource:
+    """Read a zoo name or file and resolve its ``extends``; SpecError as ``load``."""
+    text, file, base = read_spec_source(name_or_path)
+    return ResolvedSource(*_resolve(text, file, base, chain=()))
 
 
 def read_spec_source(name_or_path: str | os.PathLike) -> tuple[str, str, Path]:
@@ -143,7 +163,7 @@ def _deep_merge(parent: dict, child: dict) -> dict:
     return out
 
 
-def _parse_key_path(text: str) -> tuple:
+def parse_key_path(text: str) -> tuple:
     """``stem.channels`` -> ("stem", "channels"); ``block_config[2]`` -> ("block_config", 2)."""
     parts: list = []
     for piece in text.split("."):
@@ -172,7 +192,7 @@ def _apply_overrides(data: dict, smap: SourceMap, overrides: Mapping[str, Any]
             return SpecError(Problem(message, COMMAND_LINE, 1, ordinal, key))
 
         try:
-            path = _parse_key_path(key)
+            path = parse_key_path(key)
         except ValueError as e:
             raise bad(f"bad override key: {e}") from None
         if isinstance(value, str):
@@ -351,6 +371,29 @@ def describe(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     return type(value).__name__
+
+
+def key_path_error(text: str) -> str | None:
+    """Why ``text`` is not a key path a spec has (``stem.chanels``, ``block_config[x]``),
+    with the closest valid key; None if it is one. Indices are not range-checked here:
+    whether ``block_config[5]`` exists depends on the spec."""
+    try:
+        path = parse_key_path(text)
+    except ValueError as e:
+        return str(e)
+    if path[0] == "extends":
+        return "'extends' is resolved before overrides; vary the keys themselves"
+    for i, part in enumerate(path):
+        if isinstance(part, int):
+            continue
+        model = _model_at(tuple(p for p in path[:i] if not isinstance(p, int)))
+        if model is None:
+            return f"{format_path(path[:i])} has no keys"
+        if part not in model.model_fields:
+            close = difflib.get_close_matches(part, list(model.model_fields), n=1, cutoff=0.6)
+            hint = f"; did you mean '{format_path((*path[:i], close[0]))}'?" if close else ""
+            return f"unknown key '{format_path(path[:i + 1])}'{hint}"
+    return None
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:

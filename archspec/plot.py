@@ -14,7 +14,7 @@ from .files import write_atomic
 from .plan import Plan
 from .report import setting
 
-__all__ = ["channel_trace", "plot_channels"]
+__all__ = ["channel_trace", "plot_channels", "plot_search"]
 
 
 def channel_trace(plan: Plan) -> tuple[list[int], list[int]]:
@@ -30,17 +30,33 @@ def channel_trace(plan: Plan) -> tuple[list[int], list[int]]:
     return channels, transitions
 
 
-def plot_channels(plans: Sequence[Plan], path: str | os.PathLike, *, force: bool = False,
-                  inputs: Sequence[str] = ()):
-    """Draw every plan's channel trace into ``path`` (.png, .svg or .pdf), atomically."""
+def _pyplot():
     try:
         import matplotlib
     except ImportError:
         from .files import OutputError
 
-        raise OutputError("plot needs matplotlib: pip install 'archspec[plot]'") from None
+        raise OutputError("plotting needs matplotlib: pip install 'archspec[plot]'") from None
     matplotlib.use("Agg")  # no display needed, and none is touched
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike, force: bool, inputs: Sequence[str] = ()):
+    fmt = os.fspath(path).rsplit(".", 1)[-1].lower()
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return write_atomic(path, lambda fh: fh.write(buf.getvalue()), force=force, inputs=inputs)
+
+
+def plot_channels(plans: Sequence[Plan], path: str | os.PathLike, *, force: bool = False,
+                  inputs: Sequence[str] = ()):
+    """Draw every plan's channel trace into ``path`` (.png, .svg or .pdf), atomically."""
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(9, 4.8), dpi=120)
     for p in plans:
@@ -57,8 +73,45 @@ def plot_channels(plans: Sequence[Plan], path: str | os.PathLike, *, force: bool
     ax.grid(alpha=0.25)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    fmt = os.fspath(path).rsplit(".", 1)[-1].lower()
-    buf = io.BytesIO()
-    fig.savefig(buf, format=fmt)
-    plt.close(fig)
-    return write_atomic(path, lambda fh: fh.write(buf.getvalue()), force=force, inputs=inputs)
+    return _save(fig, path, force, inputs)
+
+
+def plot_search(result, path: str | os.PathLike, *, force: bool = False):
+    """A search's candidates as parameters against MACs: the Pareto front highlighted and
+    joined, the base spec and the zoo's nets of the same input size marked and named."""
+    from . import zoo
+    from .loader import load
+    from .plan import plan as make_plan
+    from .report import human
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5.2), dpi=120)
+    rest = [c for c in result.matches if not c.pareto]
+    front = sorted((c for c in result.matches if c.pareto), key=lambda c: c.macs)
+    ax.scatter([c.macs for c in rest], [c.params for c in rest], s=14, alpha=0.45,
+               color="tab:blue", label=f"within the limits ({result.matched})")
+    ax.plot([c.macs for c in front], [c.params for c in front], marker="o", markersize=5,
+            color="tab:red", linewidth=1.4, label=f"Pareto front ({len(front)})")
+    base = result.base_plan
+    ax.scatter([base.macs], [base.params], marker="*", s=180, color="black", zorder=5,
+               label=f"base: {result.base}")
+    same_input = [p for p in (make_plan(load(n)) for n in zoo.names())
+                  if p.input_shape == base.input_shape and p.name != base.name]
+    if same_input:
+        ax.scatter([p.macs for p in same_input], [p.params for p in same_input], marker="s",
+                   s=36, facecolors="none", edgecolors="tab:green", zorder=4,
+                   label="zoo, same input")
+        for p in same_input:
+            ax.annotate(p.name, (p.macs, p.params), fontsize=7, xytext=(4, 3),
+                        textcoords="offset points", color="tab:green")
+    ax.set_xlabel("MACs per image")
+    ax.set_ylabel("parameters")
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: human(v)))
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: human(v)))
+    c, h, w = base.input_shape
+    ax.set_title(f"search over {result.base} at {c}x{h}x{w}: {result.matched:,} of "
+                 f"{result.evaluated:,} fit")
+    ax.grid(alpha=0.25)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path, force)

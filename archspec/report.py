@@ -13,7 +13,7 @@ from .schema import StemType
 
 __all__ = ["human", "printable", "render_table", "summary_rows", "summary_text",
            "summary_data", "summary_json", "paper_table", "diff_rows", "diff_text",
-           "diff_json", "list_rows"]
+           "diff_json", "list_rows", "search_text", "search_csv"]
 
 
 def printable(text: str) -> str:
@@ -324,3 +324,51 @@ def list_rows(plans: Sequence[Plan], *, wide: bool = False) -> list[list[str]]:
             desc = desc[:LIST_DESCRIPTION_WIDTH - 3] + "..."
         rows.append([p.name, human(p.params), human(p.macs), desc, printable(p.spec.source)])
     return rows
+
+
+# --- search ----------------------------------------------------------------------------------
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    return "null" if v is None else setting(v) if not isinstance(v, list) else \
+        "[" + ",".join(_value(x) for x in v) + "]"
+
+
+def search_text(result, *, show_invalid: bool = False) -> str:
+    """``archspec search``'s table: the varied values, params, MACs, activation bytes,
+    front membership; then what was evaluated."""
+    keys = list(result.candidates[0].overrides) if result.candidates else []
+    rows = [[*(_value(c.overrides[k]) for k in keys), f"{c.params:,}", human(c.macs),
+             human(c.activations, "B"), "*" if c.pareto else ""]
+            for c in result.candidates]
+    header = [*keys, "params", "MACs", f"activations (batch {result.batch})", "front"]
+    lines = [render_table(header, rows, align="r" * (len(header) - 1) + "l")
+             if rows else "no candidate meets the constraints"]
+    front = sum(c.pareto for c in result.candidates)
+    shown = f", {len(rows)} shown" if len(rows) < result.matched else ""
+    axes = ", ".join(f"{m} {'largest' if d == 'max' else 'smallest'}"
+                     for m, d in result.objectives)
+    lines += ["", f"{result.base}: evaluated {result.evaluated:,}, valid {result.valid:,}, "
+                  f"invalid {result.invalid:,}; {result.matched:,} meet the constraints"
+                  f"{shown}; * = Pareto front ({axes}), {front} shown"]
+    if show_invalid and result.rejected:
+        lines += ["", "invalid combinations:"]
+        lines += [f"  {' '.join(f'{k}={_value(v)}' for k, v in r.overrides.items())}: "
+                  f"{printable(r.reason)}" for r in result.rejected]
+    return "\n".join(lines)
+
+
+def search_csv(result) -> str:
+    """One row per candidate: the varied keys, params, macs, activations, pareto."""
+    import csv
+    import io
+
+    keys = list(result.candidates[0].overrides) if result.candidates else []
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([*keys, "params", "macs", "activations", "pareto"])
+    for c in result.candidates:
+        w.writerow([*(_value(c.overrides[k]) for k in keys), c.params, c.macs,
+                    c.activations, str(c.pareto).lower()])
+    return buf.getvalue().rstrip("\n")

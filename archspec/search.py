@@ -1,0 +1,342 @@
+"""Design-space search: which DenseNets fit a budget? Torch-free.
+
+Take a base spec and a list of values for some of its keys, plan every combination (the
+planner costs well under a millisecond a spec), keep those that meet the constraints on
+parameters, MACs and training activation memory, and mark the Pareto front of what is
+left. A combination that is not a valid spec (a depth the paper's rule cannot split, an
+input too small for its transitions, a transition with no channels) is counted and
+skipped, with its reason, never an exception.
+
+    result = archspec.search("densenet-bc-100-12", {"growth_rate": range(8, 49, 4),
+                                                     "depth": range(40, 251, 6)},
+                             max_params=1_000_000)
+    for c in result.candidates[:5]:
+        print(c.overrides, c.params, c.macs, c.pareto)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Iterable, Mapping, Sequence
+
+from .errors import SpecError
+from .loader import key_path_error, resolve
+from .plan import Plan, plan as make_plan
+from .yamlio import COMMAND_LINE, parse_yaml
+
+__all__ = ["search", "SearchResult", "Candidate", "Rejected", "SearchError", "parse_values",
+           "parse_number", "parse_objectives", "write_candidates", "METRICS", "MAX_GRID"]
+
+MAX_GRID = 1_000_000        # combinations planned without allow_large (about 5 minutes)
+METRICS = ("params", "macs", "activations")
+_SUFFIX = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+class SearchError(ValueError):
+    """An argument of a search that makes no sense (bad values, unknown key, huge grid).
+    ``position`` is the 1-based place of the argument, when the command line gave it."""
+
+    def __init__(self, message: str, position: int = 0):
+        super().__init__(message)
+        self.message, self.position = message, position
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One planned combination that meets the constraints.
+
+    ``overrides`` holds exactly the varied keys; ``activations`` is the training
+    activation memory in bytes for the search's batch (float32, as the resource guard
+    estimates it); ``pareto`` marks the front of the search's objectives."""
+
+    overrides: dict[str, Any]
+    params: int
+    macs: int
+    activations: int
+    pareto: bool
+    plan: Plan = field(repr=False, compare=False)
+
+    def metric(self, name: str) -> int:
+        return getattr(self, name)
+
+    def as_dict(self) -> dict:
+        """The JSON contract: overrides, params, macs, activations, pareto."""
+        return {"overrides": dict(self.overrides), "params": self.params, "macs": self.macs,
+                "activations": self.activations, "pareto": self.pareto}
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A combination that is not a valid spec, and why (the first problem, by key)."""
+
+    overrides: dict[str, Any]
+    reason: str
+
+
+@dataclass
+class SearchResult:
+    """What a search planned and kept. ``matches`` are all combinations that met the
+    constraints, sorted; ``candidates`` are the first ``top`` of them."""
+
+    base: str
+    evaluated: int
+    valid: int
+    invalid: int
+    matches: list[Candidate]
+    candidates: list[Candidate]
+    rejected: list[Rejected]
+    batch: int
+    objectives: tuple[tuple[str, str], ...]
+    base_plan: Plan
+
+    @property
+    def matched(self) -> int:
+        return len(self.matches)
+
+    def as_dict(self, *, show_invalid: bool = False) -> dict:
+        """``{"base", "evaluated", "valid", "invalid", "candidates": [...]}`` (the
+        contract), plus ``matched``, ``batch``, ``objectives`` and, with
+        ``show_invalid``, ``rejected``: [{overrides, reason}]."""
+        out: dict[str, Any] = {
+            "base": self.base, "evaluated": self.evaluated, "valid": self.valid,
+            "invalid": self.invalid, "matched": self.matched, "batch": self.batch,
+            "objectives": [f"{m}:{d}" for m, d in self.objectives],
+            "candidates": [c.as_dict() for c in self.candidates]}
+        if show_invalid:
+            out["rejected"] = [{"overrides": dict(r.overrides), "reason": r.reason}
+                               for r in self.rejected]
+        return out
+
+
+# --- parsing what people write ----------------------------------------------------------------
+
+_RANGE = re.compile(r"^\s*(?P<lo>[^.\s:][^:]*?)\s*\.\.\s*(?P<hi>[^:]+?)\s*(?::\s*(?P<step>.+?))?\s*$")
+
+
+def parse_values(text: str, *, limit: int = MAX_GRID) -> list[Any]:
+    """``12,24,40`` (each read as YAML: ``null``, ``0.5``, ``true``), ``40..250``
+    (inclusive integers) or ``8..48:4`` (a step; decimals work: ``0.3..0.7:0.1`` is exact
+    to the digits written). SearchError for anything else, or past ``limit`` values."""
+    m = _RANGE.match(text)
+    if m:
+        lo, hi, step = (_decimal(m["lo"]), _decimal(m["hi"]),
+                        _decimal(m["step"]) if m["step"] else Decimal(1))
+        if step <= 0:
+            raise SearchError(f"the step of {text!r} must be positive")
+        if hi < lo:
+            raise SearchError(f"empty range {text!r}: {m['hi']} is below {m['lo']}")
+        count = int((hi - lo) / step) + 1
+        if count > limit:
+            raise SearchError(f"{text!r} has {count:,} values, more than {limit:,}")
+        integral = all(d == d.to_integral_value() for d in (lo, step))
+        return [int(lo + i * step) if integral else float(lo + i * step)
+                for i in range(count)]
+    if not text.strip():
+        raise SearchError("no values: give a list (12,24,40) or a range (8..48:4)")
+    values = []
+    for piece in text.split(","):
+        if not piece.strip():
+            raise SearchError(f"empty value in {text!r}")
+        try:
+            values.append(parse_yaml(piece, COMMAND_LINE)[0])
+        except SpecError as e:
+            raise SearchError(f"cannot read value {piece.strip()!r}: {e.message}") from None
+    if len(values) > limit:
+        raise SearchError(f"{len(values):,} values, more than {limit:,}")
+    return values
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        d = Decimal(text.strip())
+    except InvalidOperation:
+        raise SearchError(f"{text.strip()!r} is not a number") from None
+    if not d.is_finite():
+        raise SearchError(f"{text.strip()!r} is not a finite number")
+    return d
+
+
+def parse_number(text: str | int | float) -> int:
+    """``1M`` -> 1000000, ``2.5G``, ``300k``, ``1e6``, ``1_000_000``; SearchError
+    otherwise (negative numbers too: budgets are counts)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = Decimal(str(text))
+    else:
+        raw = str(text).strip().replace("_", "").replace(",", "")
+        suffix = raw[-1:] if raw[-1:] in _SUFFIX and raw[-1:] else ""
+        try:
+            value = Decimal(raw[:len(raw) - len(suffix)]) * _SUFFIX[suffix]
+        except InvalidOperation:
+            raise SearchError(f"{text!r} is not a number (such as 1000000, 1M, 2.5G or "
+                              "300k)") from None
+    if not value.is_finite() or value < 0:
+        raise SearchError(f"{text!r} must be a finite number >= 0")
+    return int(value)
+
+
+def parse_objectives(text: str) -> tuple[tuple[str, str], ...]:
+    """``params:max,macs:min`` -> (("params", "max"), ("macs", "min"))."""
+    out = []
+    for piece in text.split(","):
+        metric, _, direction = piece.strip().partition(":")
+        if metric not in METRICS or direction not in ("min", "max"):
+            raise SearchError(f"objective {piece.strip()!r}: expected METRIC:min or "
+                              f"METRIC:max with METRIC one of {', '.join(METRICS)}")
+        out.append((metric, direction))
+    if len({m for m, _ in out}) != len(out):
+        raise SearchError(f"objectives {text!r} name a metric twice")
+    return tuple(out)
+
+
+# --- the search --------------------------------------------------------------------------------
+
+def search(base: str | os.PathLike, vary: Mapping[str, Iterable[Any]], *,
+           overrides: Mapping[str, Any] | None = None, max_params: int | str | None = None,
+           min_params: int | str | None = None, max_macs: int | str | None = None,
+           max_activations: int | str | None = None, batch: int = 1,
+           objectives: Sequence[tuple[str, str]] | str = (("params", "max"), ("macs", "min")),
+           sort: str = "-params", top: int | None = None, allow_large: bool = False
+           ) -> SearchResult:
+    """Plan every combination of ``vary`` (key path -> values) over ``base`` (a zoo name
+    or a path, with ``overrides`` applied to all) and return those within the limits.
+
+    Limits: ``max_params``/``min_params`` (trainable parameters), ``max_macs`` (per
+    image), ``max_activations`` (bytes of activations autograd keeps in a float32
+    training step of ``batch`` images, the resource guard's estimate); numbers may be
+    written ``1M``, ``300M``, ``2.5G``. ``objectives`` sets the Pareto front's axes;
+    ``sort`` is a metric, ``-`` first for descending; ``top`` keeps the first N.
+
+    Raises SearchError for unknown keys, unreadable values or a grid of more than
+    MAX_GRID combinations (unless ``allow_large``), and SpecError if the base itself (with
+    ``overrides``) is not valid; an invalid combination is counted, never raised.
+    """
+    if isinstance(objectives, str):
+        objectives = parse_objectives(objectives)
+    objectives = tuple(objectives)
+    sort_key = sort.lstrip("-")
+    if sort_key not in METRICS:
+        raise SearchError(f"cannot sort by {sort!r}: use one of "
+                          + ", ".join(m for k in METRICS for m in (k, "-" + k)))
+    if batch < 1:
+        raise SearchError(f"batch must be at least 1, got {batch}")
+    if top is not None and top < 1:
+        raise SearchError(f"top must be at least 1, got {top}")
+    limits = {name: None if v is None else parse_number(v) for name, v in (
+        ("max_params", max_params), ("min_params", min_params), ("max_macs", max_macs),
+        ("max_activations", max_activations))}
+    keys = list(vary)
+    if not keys:
+        raise SearchError("nothing to vary: give at least one key and its values")
+    grid = []
+    for i, key in enumerate(keys, start=1):
+        why = key_path_error(key)
+        if why:
+            raise SearchError(f"{key}: {why}", i)
+        values = list(vary[key])
+        if not values:
+            raise SearchError(f"{key}: no values", i)
+        grid.append(values)
+    count = math.prod(len(v) for v in grid)
+    if count > MAX_GRID and not allow_large:
+        raise SearchError(f"the grid has {count:,} combinations, more than {MAX_GRID:,}; "
+                          "narrow it, or allow_large=True (--allow-large)")
+
+    source = resolve(base)
+    fixed = {k: _read(v) for k, v in (overrides or {}).items()}
+    base_plan = make_plan(source.spec(fixed or None))
+    matched: list[tuple[dict, Plan, int]] = []
+    rejected: list[Rejected] = []
+    valid = 0
+    for combo in itertools.product(*grid):
+        varied = dict(zip(keys, combo))
+        try:
+            p = make_plan(source.spec({**fixed, **varied}))
+        except SpecError as e:
+            first = e.problems[0]
+            rejected.append(Rejected(varied, f"{first.path}: {first.message}" if first.path
+                                     else first.message))
+            continue
+        valid += 1
+        acts = p.training_memory(batch)
+        if _within(p, acts, limits):
+            matched.append((varied, p, acts))
+
+    front = _pareto([[_as_min(_metric(p, a, m), d) for m, d in objectives]
+                     for _, p, a in matched])
+    candidates = [Candidate(v, p.params, p.macs, a, i in front, p)
+                  for i, (v, p, a) in enumerate(matched)]
+    candidates.sort(key=lambda c: c.metric(sort_key), reverse=sort.startswith("-"))
+    return SearchResult(str(base), count, valid, len(rejected), candidates,
+                        candidates[:top] if top else candidates, rejected, batch,
+                        objectives, base_plan)
+
+
+def _read(value: Any) -> Any:
+    # --set values are YAML text: read once, not once per combination.
+    if isinstance(value, str):
+        return parse_yaml(value, COMMAND_LINE)[0] if value.strip() else ""
+    return value
+
+
+def _metric(p: Plan, activations: int, name: str) -> int:
+    return activations if name == "activations" else getattr(p, name)
+
+
+def _within(p: Plan, activations: int, limits: dict[str, int | None]) -> bool:
+    checks = (("max_params", p.params, 1), ("min_params", p.params, -1),
+              ("max_macs", p.macs, 1), ("max_activations", activations, 1))
+    return all(limits[k] is None or sign * value <= sign * limits[k]
+               for k, value, sign in checks)
+
+
+def _as_min(value: int, direction: str) -> int:
+    return -value if direction == "max" else value
+
+
+def _pareto(points: list[list[int]]) -> set[int]:
+    """Indices of the points no other point dominates (all objectives minimised):
+    sorted lexicographically, a point can only be dominated by one before it, and then by
+    one already on the front, so each point is compared with the front alone."""
+    order = sorted(range(len(points)), key=lambda i: points[i])
+    front: list[int] = []
+    for i in order:
+        p = points[i]
+        if not any(all(a <= b for a, b in zip(points[j], p)) and points[j] != p
+                   for j in front):
+            front.append(i)
+    return set(front)
+
+
+def write_candidates(result: SearchResult, folder: str | os.PathLike, *,
+                     force: bool = False) -> list[os.PathLike]:
+    """Write each candidate as a complete spec file ``FOLDER/NAME.yaml`` (its name records
+    the base and what was varied; ``expect`` pins the planned parameters and output
+    channels), atomically. The folder is created if missing (not its parents); names are
+    identifiers, so nothing is written outside it."""
+    import yaml
+    from pathlib import Path
+
+    from .canonical import canonical_dict
+    from .files import OutputError, write_atomic
+
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: is not a folder")
+    if not out.parent.is_dir():
+        raise OutputError(f"{out}: folder {out.parent} does not exist")
+    out.mkdir(exist_ok=True)
+    written = []
+    for c in result.candidates:
+        data = canonical_dict(c.plan.spec)
+        data["expect"] = {"params": c.params, "out_channels": c.plan.out_channels}
+        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None,
+                              allow_unicode=True, width=100)
+        path = out / f"{c.plan.name}.yaml"
+        written.append(write_atomic(path, lambda fh, t=text: fh.write(t.encode()),
+                                    force=force))
+    return written
