@@ -5,11 +5,11 @@ DenseNet names them (features.conv0 ... features.norm5, classifier), in the same
 and with the same initialisation, so state_dicts load either way with strict=True.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: torch.fx and TorchScript read these modules'
+# annotations as real types.
 import os
 from collections import OrderedDict
-from typing import Any, Mapping
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -18,25 +18,55 @@ from torch import Tensor, nn
 from .canonical import canonical, content_hash
 from .files import write_atomic
 from .loader import load, loads
-from .nn import (DenseBlock, DenseLayer, Transition, activation_fn, cifar_stem, deep_stem,
-                 imagenet_stem, make_activation, make_norm)
+from .nn import (DenseBlock, DenseLayer, Transition, cifar_stem, deep_stem, imagenet_stem,
+                 make_activation, make_norm)
 from .plan import Plan, plan as make_plan
 from .resources import check_resources
 from .schema import DenseNetSpec, StemType
 
-__all__ = ["DenseNet", "DenseNetFeatures", "build", "expected_state", "save_checkpoint",
-           "load_checkpoint"]
+__all__ = ["DenseNet", "DenseNetFeatures", "FeatureInfo", "build", "expected_state",
+           "save_checkpoint", "load_checkpoint"]
+
+
+def _activate(kind: str, x: Tensor, inplace: bool) -> Tensor:
+    # A branch on a plain string, not a stored function: TorchScript compiles it, and FX
+    # names the node after the function (``relu``, as in torchvision's graph).
+    if kind == "relu":
+        return F.relu(x, inplace=inplace)
+    if kind == "silu":
+        return F.silu(x, inplace=inplace)
+    return F.gelu(x)
+
+
+def _pretrained_cfg(plan: Plan) -> Dict[str, Any]:
+    """timm's ``pretrained_cfg`` for a spec: what a data pipeline or a fine-tuning script
+    reads from a model (input size, classes, where the first conv and the classifier are),
+    and which spec it is (name and content hash). No mean/std: a spec does not state them."""
+    return {"architecture": plan.name, "input_size": tuple(plan.input_shape),
+            "num_classes": plan.num_classes, "first_conv": "features.conv0",
+            "classifier": "classifier", "pool_size": tuple(plan.stages[-1].in_size),
+            "spec_sha256": content_hash(plan.spec), "source": plan.spec.source}
 
 
 class DenseNet(nn.Module):
-    """A DenseNet built from a Plan; ``self.plan`` is the plan it was built from."""
+    """A DenseNet built from a Plan; ``self.plan`` is the plan it was built from.
+
+    torchvision's layout (``features``, ``classifier``) and timm's model API:
+    ``forward_features`` (features and the final activation), ``forward_head(x,
+    pre_logits=False)``, ``num_features``, ``num_classes``, ``get_classifier``,
+    ``reset_classifier``, ``set_grad_checkpointing``, ``pretrained_cfg``. With
+    ``num_classes: 0`` the classifier is an Identity and ``forward`` returns the pooled
+    features, as timm's headless models do.
+    """
+
+    __jit_unused_properties__ = ["default_cfg"]  # a Python dict: not for TorchScript
 
     def __init__(self, plan: Plan):
         super().__init__()
         self.plan = plan
         spec = plan.spec
         norm, act = make_norm(spec.norm), make_activation(spec.activation)
-        self._act = activation_fn(spec.activation)
+        self.activation = spec.activation.value
         blur = spec.anti_alias.filter_size
         stem = plan.stages[0]
         if plan.stem_type == StemType.cifar:
@@ -60,7 +90,11 @@ class DenseNet(nn.Module):
         head = plan.stages[-1]
         features.append(("norm5", norm(head.in_channels)))
         self.features = nn.Sequential(OrderedDict(features))
-        self.classifier = nn.Linear(head.in_channels, head.out_channels)
+        self.num_features = head.in_channels
+        self.num_classes = plan.num_classes
+        self.classifier = _classifier(head.in_channels, plan.num_classes)
+        self.grad_checkpointing = spec.memory_efficient
+        self.pretrained_cfg = _pretrained_cfg(plan)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -74,20 +108,103 @@ class DenseNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.constant_(m.bias, 0)
 
+    @property
+    def default_cfg(self) -> Dict[str, Any]:
+        """timm's older name for ``pretrained_cfg``."""
+        return self.pretrained_cfg
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last feature map, activated (timm's forward_features): N x C x H/32 x W/32."""
+        return _activate(self.activation, self.features(x), True)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Global average pool and classifier; ``pre_logits`` stops before the classifier."""
+        x = torch.flatten(F.adaptive_avg_pool2d(x, (1, 1)), 1)
+        return x if pre_logits else self.classifier(x)
+
     def forward(self, x: Tensor) -> Tensor:
-        out = self._act(self.features(x))
-        out = torch.flatten(F.adaptive_avg_pool2d(out, (1, 1)), 1)
-        return self.classifier(out)
+        return self.forward_head(self.forward_features(x))
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    @torch.jit.ignore
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A fresh classifier for ``num_classes`` (0: none, forward returns pooled
+        features). The plan follows (it becomes the variant ``NAME+num_classes=N``), so
+        ``save_checkpoint`` writes a checkpoint that loads back."""
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"only global average pooling ('avg'), not {global_pool!r}")
+        old = self.classifier
+        like = next(self.parameters())
+        self.plan = _with_classes(self.plan, num_classes)
+        self.num_classes = num_classes
+        self.classifier = _classifier(self.num_features, num_classes).to(
+            device=like.device, dtype=like.dtype)
+        self.pretrained_cfg = _pretrained_cfg(self.plan)
+        del old
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Switch the memory-efficient path of every dense block on or off at run time
+        (timm's name for it); gradients are the same either way."""
+        self.grad_checkpointing = enable
+        for m in self.modules():
+            if isinstance(m, DenseBlock):
+                m.memory_efficient = enable
+
+
+def _classifier(in_features: int, num_classes: int) -> nn.Module:
+    if num_classes == 0:
+        return nn.Identity()
+    linear = nn.Linear(in_features, num_classes)
+    nn.init.constant_(linear.bias, 0)  # torchvision's init of the classifier
+    return linear
+
+
+def _with_classes(plan: Plan, num_classes: int) -> Plan:
+    """The plan of the same spec with another number of classes: a variant, named so."""
+    if num_classes == plan.num_classes:
+        return plan
+    return make_plan(loads(canonical(plan.spec), source=f"<{plan.name}>",
+                           overrides={"num_classes": num_classes}))
+
+
+class FeatureInfo(list):
+    """A backbone's feature levels: a list of dicts (module, num_chs, reduction, stage)
+    that also answers timm's FeatureInfo methods, so code written for timm backbones
+    (necks sized from ``feature_info.channels()``) works unchanged."""
+
+    def get_dicts(self, keys: Optional[List[str]] = None) -> List[Dict[str, Any]]:
+        return [dict(d) if keys is None else {k: d[k] for k in keys} for d in self]
+
+    def get(self, key: str, idx: Optional[Union[int, List[int]]] = None) -> Any:
+        if idx is None:
+            return [d[key] for d in self]
+        if isinstance(idx, (tuple, list)):
+            return [self[i][key] for i in idx]
+        return self[idx][key]
+
+    def channels(self, idx: Optional[Union[int, List[int]]] = None) -> Any:
+        return self.get("num_chs", idx)
+
+    def reduction(self, idx: Optional[Union[int, List[int]]] = None) -> Any:
+        return self.get("reduction", idx)
+
+    def module_name(self, idx: Optional[Union[int, List[int]]] = None) -> Any:
+        return self.get("module", idx)
 
 
 class DenseNetFeatures(nn.Module):
     """A DenseNet backbone: ``forward`` returns the feature maps at ``plan.feature_info``
     (selected by ``out_indices``), as timm's ``features_only`` models do: the stem's
     activated norm0 (conv0 for the CIFAR stem), each block's output but the last, and the
-    activated norm5. State_dict keys are the classifier model's minus ``classifier.*``.
+    activated norm5. ``feature_info`` is a FeatureInfo (timm's methods). State_dict keys
+    are the classifier model's minus ``classifier.*``.
     """
 
-    def __init__(self, plan: Plan, out_indices: tuple[int, ...] | None = None):
+    def __init__(self, plan: Plan, out_indices: Optional[Tuple[int, ...]] = None):
         super().__init__()
         info = list(plan.feature_info)
         if out_indices is None:
@@ -98,33 +215,31 @@ class DenseNetFeatures(nn.Module):
                              f"{len(info)} feature levels (0..{len(info) - 1})")
         self.plan = plan
         self.out_indices = tuple(i % len(info) for i in out_indices)
-        self.feature_info = [info[i] for i in self.out_indices]
+        self.feature_info = FeatureInfo(info[i] for i in self.out_indices)
         full = DenseNet(plan)
         self.features = full.features  # same modules, same init, same names
-        self._act = full._act
-        self._taps = {info[i]["module"].split(".", 1)[1]: i for i in self.out_indices}
-        last = max(self.out_indices)
+        self.activation = full.activation
+        # Positions in ``features`` (plain ints, so TorchScript and FX read them): where a
+        # tap is taken, which taps are norms to activate (timm's norms carry their
+        # activation), which activation modules those taps make redundant (they would act
+        # in place on a returned tensor), and where nothing later is needed.
         names = [n for n, _ in self.features.named_children()]
-        self._stop = names.index(info[last]["module"].split(".", 1)[1])
+        taps = [names.index(info[i]["module"].split(".", 1)[1]) for i in self.out_indices]
+        self._taps: List[int] = sorted(taps)
+        self._activated: List[int] = [i for i in self._taps if names[i].startswith("norm")]
+        self._skip: List[int] = [i + 1 for i in self._activated
+                                 if i + 1 < len(names) and names[i + 1].startswith("relu")]
+        self._stop = max(self._taps)
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        out: list[Tensor] = []
-        activated = False
-        for i, (name, module) in enumerate(self.features.named_children()):
-            if activated and name.startswith("relu"):
-                # The tap already applied this activation; the in-place module would modify
-                # the returned tensor (and one autograd saved).
-                activated = False
-                continue
-            x = module(x)
-            activated = False
-            if name in self._taps:
-                if name.startswith("norm"):  # timm's norm layers carry their activation
-                    x = self._act(x)
-                    activated = True
-                out.append(x)
-            if i == self._stop:  # later stages feed no requested output
-                break
+    def forward(self, x: Tensor) -> List[Tensor]:
+        out: List[Tensor] = []
+        for i, module in enumerate(self.features):
+            if i <= self._stop and i not in self._skip:
+                x = module(x)
+                if i in self._taps:
+                    if i in self._activated:
+                        x = _activate(self.activation, x, False)
+                    out.append(x)
         return out
 
 

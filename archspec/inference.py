@@ -26,7 +26,7 @@ than ReLU moved through a conv; those specs get the transition reordering and th
 buffer only.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: TorchScript and torch.fx read these types.
 
 from typing import List, Optional
 
@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from .nn import BlurPool2d, DenseLayer, Transition, make_activation
 from .schema import Activation, NormType
 
-__all__ = ["optimize_for_inference", "InferenceDenseNet"]
+__all__ = ["optimize_for_inference", "InferenceDenseNet", "InferenceDenseNetFeatures"]
 
 
 def _affine(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
@@ -185,10 +185,10 @@ class _FastTransition(nn.Module):
 
 class InferenceDenseNet(nn.Module):
     """Eval-only DenseNet from ``optimize_for_inference``; ``plan`` as the source model's.
+    ``forward`` returns what the source model's does (logits, or pooled features for a
+    headless model); InferenceDenseNetFeatures is the backbone's counterpart."""
 
-    Built from a classifier, ``forward`` returns logits; built from a ``features_only``
-    backbone, it returns the same list of feature maps as the backbone (``feature_info``
-    and ``out_indices`` carried over)."""
+    taps: List[int]
 
     def __init__(self, model: nn.Module, channels_last: bool):
         super().__init__()
@@ -227,8 +227,7 @@ class InferenceDenseNet(nn.Module):
                 body.append(_FastTransition(mod, relu_bn, act))
         self.body = nn.ModuleList(body)
         norm5 = feats["norm5"]
-        self.features_only = not hasattr(model, "classifier")
-        if self.features_only:
+        if not hasattr(model, "classifier"):
             # Taps as DenseNetFeatures names them: -1 the stem, i a body index, and
             # len(body) the activated norm5.
             self.feature_info = model.feature_info
@@ -240,8 +239,8 @@ class InferenceDenseNet(nn.Module):
                 -1 if n not in body_names and n != "norm5" else
                 len(body_names) if n == "norm5" else body_names.index(n) for n in taps)
             self.head_pre: nn.Module = _NormAct(norm5, act)
-            self.classifier: Optional[nn.Linear] = None
-        elif relu_bn:
+            self.classifier: nn.Module = nn.Identity()
+        elif relu_bn and isinstance(model.classifier, nn.Linear):
             self.taps = []
             # head: relu(bn5(x)) -> mean -> linear == linear'(mean(clamp(x)))
             s, b = _affine(norm5)
@@ -271,19 +270,21 @@ class InferenceDenseNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        x = self.stem(x)
-        if self.features_only:
-            return self._features(x)
-        x = self.stem_pool(x)
+        x = self.stem_pool(self.stem(x))
         for mod in self.body:
             x = mod(x)
         x = self.head_pre(x)
-        classifier = self.classifier
-        assert classifier is not None  # a classifier model always has one
-        return classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
-    @torch.jit.export
-    def _features(self, x: Tensor) -> List[Tensor]:
+
+class InferenceDenseNetFeatures(InferenceDenseNet):
+    """``optimize_for_inference`` of a ``features_only`` backbone: the same list of feature
+    maps (``feature_info`` and ``out_indices`` carried over)."""
+
+    def forward(self, x: Tensor) -> List[Tensor]:  # type: ignore[override]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.stem(x)
         out: List[Tensor] = []
         if -1 in self.taps:
             out.append(x)
@@ -309,5 +310,6 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True
                         f"(a DenseNet or a features_only backbone), not {type(model).__name__}")
     import copy
 
+    cls = InferenceDenseNet if hasattr(model, "classifier") else InferenceDenseNetFeatures
     with torch.no_grad():  # folded weights and bounds are constants, not graph nodes
-        return InferenceDenseNet(copy.deepcopy(model).eval(), channels_last)
+        return cls(copy.deepcopy(model).eval(), channels_last)

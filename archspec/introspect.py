@@ -109,7 +109,8 @@ def from_module(model: nn.Module, *, name: str | None = None,
     transitions = [m for n, m in children.items() if n.startswith("transition")]
     pairs = [(m.conv.in_channels, m.conv.out_channels) for m in transitions]
     classifier = getattr(model, "classifier", None)
-    num_classes = classifier.out_features if isinstance(classifier, nn.Linear) else 1000
+    num_classes = (classifier.out_features if isinstance(classifier, nn.Linear) else
+                   0 if isinstance(classifier, nn.Identity) else 1000)
     first = blocks[0].denselayer1
     blur_stem = _blur_filter(pool0)
     blur_trans = _blur_filter(transitions[0].pool) if transitions else None

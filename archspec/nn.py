@@ -6,11 +6,11 @@ Activation modules keep torchvision's names (``relu0``, ``relu1``, ...) whatever
 activation, so module paths stay stable across specs; they hold no parameters.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: torch.fx generates code from these
+# modules' annotations, and TorchScript reads them; both need real types.
 from collections import OrderedDict
 from math import comb
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -73,9 +73,13 @@ class DenseLayer(nn.Module):
     """H_l of the paper: norm-act-Conv1x1(bn_size*k)-norm-act-Conv3x3(k) (DenseNet-B), or
     norm-act-Conv3x3(k) when ``bottleneck_channels`` is None.
 
-    Takes the list of all earlier feature maps of its block and returns its k new channels;
-    the concatenation happens inside, so ``memory_efficient`` can recompute it in backward.
+    ``forward`` takes the list of all earlier feature maps of its block, concatenates them
+    (torchvision's ``cat`` node, so FX feature extractors written for torchvision work) and
+    returns its k new channels. The memory-efficient block calls ``new_features`` on a
+    prefix of its shared buffer instead.
     """
+
+    bottleneck: torch.jit.Final[bool]  # a constant to TorchScript: plain layers have no conv2
 
     def __init__(self, in_channels: int, bottleneck_channels: Optional[int], growth_rate: int,
                  drop_rate: float, memory_efficient: bool, norm: Norm = nn.BatchNorm2d,
@@ -96,34 +100,41 @@ class DenseLayer(nn.Module):
         self.bottleneck = bottleneck_channels is not None
         self.drop_rate = float(drop_rate)
         self.memory_efficient = memory_efficient
-        self._recomputing = False
+        self._recomputing = False  # set by _SharedStorageBlock's backward only
 
-    def _first_conv(self, *features: Tensor) -> Tensor:
-        # The part whose stored inputs grow quadratically with depth: concat-norm-act-conv.
-        x = torch.cat(features, 1) if len(features) > 1 else features[0].contiguous()
-        return self.conv1(self.relu1(self._norm(self.norm1, x)))
+    def forward(self, features: List[Tensor]) -> Tensor:
+        return self.new_features(torch.cat(features, 1))
 
-    def _norm(self, norm: nn.Module, x: Tensor) -> Tensor:
-        # Recomputation in backward (memory_efficient) must not update BatchNorm's running
-        # statistics a second time; it normalises with the same batch statistics.
-        if self._recomputing and isinstance(norm, nn.BatchNorm2d) and norm.training:
-            return F.batch_norm(x, norm.running_mean, norm.running_var, norm.weight,
-                                norm.bias, True, 0.0, norm.eps)
-        return norm(x)
+    def bottleneck_fn(self, x: Tensor) -> Tensor:
+        """norm1-act-conv1 of the concatenated features: the part whose stored inputs grow
+        quadratically with depth."""
+        return self.conv1(self.relu1(self._norm1(x)))
 
-    def layer_fn(self, *features: Tensor) -> Tensor:
-        """The layer's k new channels from the earlier feature maps."""
-        out = self._drop(self._first_conv(*features))
+    def new_features(self, x: Tensor) -> Tensor:
+        """The layer's k new channels from the concatenation of the earlier feature maps."""
+        out = self._drop(self.bottleneck_fn(x))
         if not self.bottleneck:
             return out
         # Dropout after the bottleneck conv too, as the paper's reference code places it.
-        return self._drop(self.conv2(self.relu2(self._norm(self.norm2, out))))
+        return self._drop(self.conv2(self.relu2(self._norm2(out))))
 
-    def forward(self, features: list[Tensor] | Tensor) -> Tensor:
-        self._recomputing = False
-        if isinstance(features, Tensor):
-            features = [features]
-        return self.layer_fn(*features)
+    def _norm1(self, x: Tensor) -> Tensor:
+        if self._recomputing:
+            return self._recomputed_norm1(x)
+        return self.norm1(x)
+
+    def _norm2(self, x: Tensor) -> Tensor:
+        if self._recomputing:
+            return self._recomputed_norm2(x)
+        return self.norm2(x)
+
+    @torch.jit.unused
+    def _recomputed_norm1(self, x: Tensor) -> Tensor:
+        return _batch_statistics_once(self.norm1, x)
+
+    @torch.jit.unused
+    def _recomputed_norm2(self, x: Tensor) -> Tensor:
+        return _batch_statistics_once(self.norm2, x)
 
     def _drop(self, x: Tensor) -> Tensor:
         if self.drop_rate > 0:
@@ -131,28 +142,60 @@ class DenseLayer(nn.Module):
         return x
 
 
+def _batch_statistics_once(norm: nn.Module, x: Tensor) -> Tensor:
+    # Recomputation in backward (memory_efficient) must not update BatchNorm's running
+    # statistics a second time; it normalises with the same batch statistics.
+    if isinstance(norm, nn.BatchNorm2d) and norm.training:
+        return F.batch_norm(x, norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                            True, 0.0, norm.eps)
+    return norm(x)
+
+
+def _eager() -> bool:
+    """True in plain eager Python: not scripting, tracing (jit or FX), exporting or
+    compiling, where the autograd.Function of the memory-efficient block cannot go."""
+    if torch.jit.is_scripting() or torch.jit.is_tracing():
+        return False
+    from torch.fx import _symbolic_trace as fx
+
+    # torch >= 2.8 names the symbolic-tracing check apart from export's
+    symbolic = getattr(fx, "is_fx_symbolic_tracing", fx.is_fx_tracing)
+    return not (symbolic() or torch.compiler.is_compiling())
+
+
 class DenseBlock(nn.ModuleDict):
     """Layers ``denselayer1..L``; returns the block input concatenated with every layer's output.
 
-    With ``memory_efficient`` layers, a training forward runs through _SharedStorageBlock:
-    features live in one buffer and everything else is recomputed in backward.
+    With ``memory_efficient`` (a spec setting, or timm's ``set_grad_checkpointing``), an
+    eager training forward runs through _SharedStorageBlock: features live in one buffer
+    and everything else is recomputed in backward. Scripted, traced, exported and compiled
+    models, and every forward without gradients, take the plain path: the same function.
     """
 
-    def __init__(self, layers: list[DenseLayer], out_channels: int):
+    def __init__(self, layers: List[DenseLayer], out_channels: int):
         super().__init__(OrderedDict((f"denselayer{j}", layer)
                                      for j, layer in enumerate(layers, start=1)))
         self.out_channels = out_channels  # the plan's; sizes the shared feature buffer
+        self.memory_efficient = bool(layers) and layers[0].memory_efficient
 
-    def forward(self, x: Tensor) -> Tensor:
-        layers = list(self.values())
-        if layers and layers[0].memory_efficient and torch.is_grad_enabled():
-            params = [p for p in self.parameters() if p.requires_grad]
-            if x.requires_grad or params:
-                return _SharedStorageBlock.apply(self, x, *params)
-        features = [x]
-        for layer in layers:
-            features.append(layer(features))
+    def forward(self, init_features: Tensor) -> Tensor:
+        if self.memory_efficient and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            if _eager() and self._needs_grad(init_features):
+                return self._shared_storage(init_features)
+        features = [init_features]
+        for name, layer in self.items():
+            new_features = layer(features)
+            features.append(new_features)
         return torch.cat(features, 1)
+
+    @torch.jit.unused
+    def _needs_grad(self, x: Tensor) -> bool:
+        return x.requires_grad or any(p.requires_grad for p in self.parameters())
+
+    @torch.jit.unused
+    def _shared_storage(self, x: Tensor) -> Tensor:
+        params = [p for p in self.parameters() if p.requires_grad]
+        return _SharedStorageBlock.apply(self, x, *params)
 
 
 def _rng_state(device: torch.device) -> tuple:
@@ -189,7 +232,9 @@ class _SharedStorageBlock(torch.autograd.Function):
             c, k = layer.in_channels, layer.growth_rate
             rng.append(_rng_state(x.device) if layer.training and layer.drop_rate > 0 else None)
             layer._recomputing = False
-            buf[:, c:c + k].copy_(layer.layer_fn(buf[:, :c]))
+            # A contiguous copy of the prefix, as torch.cat gives the plain path: the same
+            # kernels see the same layout, so the gradients are bitwise the plain model's.
+            buf[:, c:c + k].copy_(layer.new_features(buf[:, :c].contiguous()))
         ctx.block, ctx.rng, ctx.c0 = block, rng, c0
         ctx.autocast = [(dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
                         for dev in ("cpu", "cuda")]
@@ -217,11 +262,11 @@ class _SharedStorageBlock(torch.autograd.Function):
                     if layer.bottleneck and layer.drop_rate == 0:
                         # conv2's output is not needed for backward, only its input: stop
                         # the recomputation there and take conv2's gradients directly.
-                        z = layer.relu2(layer._norm(layer.norm2, layer._first_conv(inp)))
+                        z = layer.relu2(layer._norm2(layer.bottleneck_fn(inp.contiguous())))
                         out, grad_new = z, _conv_grads(layer.conv2, z, grad_new, grads)
                         params = [p for p in params if p is not layer.conv2.weight]
                     else:
-                        out = layer.layer_fn(inp)
+                        out = layer.new_features(inp.contiguous())
                 got = torch.autograd.grad(out, [inp, *params], grad_new, allow_unused=True)
             layer._recomputing = False
             grad_buf[:, :c] += got[0]

@@ -528,9 +528,11 @@ def plan(spec: DenseNetSpec) -> Plan:
         raise SpecError(problems)
 
     # --- head: norm5, activation, global average pool, classifier --------------------------
+    # num_classes 0: a headless model (timm's convention); it outputs the pooled features.
     n = spec.num_classes
-    stages.append(Stage("head", "head", "classifier", channels, n, (h, w), (1, 1),
-                        _bn(channels) + channels * n + n, channels * n, n))
+    out = n or channels
+    stages.append(Stage("head", "head", "classifier", channels, out, (h, w), (1, 1),
+                        _bn(channels) + channels * n + n, channels * n, out))
     _check_group_norm(spec, stages, stem_widths)
 
     result = Plan(

@@ -176,7 +176,10 @@ class DenseNetSpec(_Model):
                                    description="`relu` (the paper's), `silu` or `gelu`.")
     anti_alias: AntiAliasSpec = Field(default_factory=AntiAliasSpec,
                                       description="Blur pooling in the stem and transitions.")
-    num_classes: int = Field(1000, ge=1, le=1_000_000, description="Classifier outputs.")
+    num_classes: int = Field(1000, ge=0, le=1_000_000,
+                             description="Classifier outputs. 0: no classifier (a headless "
+                                         "model, as timm's num_classes=0): the model returns "
+                                         "the pooled features.")
     memory_efficient: bool = Field(
         False, description="Recompute each layer's concat-BN-ReLU-Conv1x1 in backward "
                            "instead of storing it: activation memory grows linearly with "

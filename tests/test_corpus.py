@@ -60,7 +60,7 @@ EXPECTED = {
                              "input 3x3x3 (CxHxW) is too small: transition2"),
     "imagenet-input-too-small.yaml": (2, 30, "input.height",
                                       "input 3x8x8 (CxHxW) is too small: transition2"),
-    "num-classes-zero.yaml": (8, 14, "num_classes", "must be >= 1, found 0"),
+    "num-classes-negative.yaml": (8, 14, "num_classes", "must be >= 0, found -1"),
     "unknown-stem-type.yaml": (3, 14, "stem.type", "expected one of cifar, imagenet"),
     "unknown-key.yaml": (9, 1, "groth_rate", "did you mean 'growth_rate'"),
     "depth-not-fitting.yaml": (7, 8, "depth", "nearest valid depths: 100 and 106"),
