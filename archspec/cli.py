@@ -20,7 +20,6 @@ from .canonical import canonical, content_hash
 from .errors import SpecError
 from .yamlio import COMMAND_LINE
 from .files import OutputError, write_atomic
-from .loader import load
 from .pipeline import load_plan
 from .plan import Plan, plan as make_plan
 from .resources import DTYPE_BYTES, check_resources

@@ -150,10 +150,6 @@ def from_module(model: nn.Module, *, name: str | None = None,
     return loads(yaml.safe_dump(data, sort_keys=False), source="<module>")
 
 
-# Keys that describe a spec or how it trains, not the network it builds.
-_NOT_ARCHITECTURE = ("name", "description", "source", "expect", "memory_efficient")
-
-
 def zoo_twin(spec: DenseNetSpec) -> str | None:
     """The name of the zoo spec that builds the same network, or None: equal plans (every
     stage's channels, sizes and parameters, with defaults such as the stem's width
@@ -164,12 +160,13 @@ def zoo_twin(spec: DenseNetSpec) -> str | None:
     from .plan import plan
 
     def key(s: DenseNetSpec) -> tuple:
-        options = {k: v for k, v in canonical_dict(s).items()
-                   if k not in _NOT_ARCHITECTURE}
-        resolved = plan(s).as_dict(layers=True)
+        options = canonical_dict(s)
+        p = plan(s)
+        resolved = p.as_dict(layers=True)
         resolved.pop("name")
-        return options.pop("stem")["widths"], plan(s).stem_widths, resolved, \
-            {k: options[k] for k in ("norm", "activation", "anti_alias", "drop_rate")}
+        # the plan resolves defaults (stem width, depth); the options it does not show
+        return p.stem_widths, resolved, {k: options[k] for k in (
+            "norm", "activation", "anti_alias", "drop_rate")}
     mine = key(spec)
     for name in zoo.names():
         if key(load(name)) == mine:

@@ -10,7 +10,7 @@ activation, so module paths stay stable across specs; they hold no parameters.
 # modules' annotations, and TorchScript reads them; both need real types.
 from collections import OrderedDict
 from math import comb
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional
 
 import torch
 import torch.nn.functional as F

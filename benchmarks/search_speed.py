@@ -69,8 +69,8 @@ def main() -> None:
     med = statistics.median
     print(f"grid: {m['evaluated']:,} specs ({m['valid']:,} valid, {m['matched']} under 1M "
           f"params), {args.repeats} repeats, medians")
-    print(f"| process | median s | min-max s | ratio |")
-    print(f"|---|---:|---:|---:|")
+    print("| process | median s | min-max s | ratio |")
+    print("|---|---:|---:|---:|")
     print(f"| archspec search (2,050 specs) | {med(m['search_s']):.2f} | "
           f"{min(m['search_s']):.2f}-{max(m['search_s']):.2f} | 1 |")
     print(f"| torchvision densenet121 + torchinfo.summary (1 model) | "
