@@ -18,24 +18,14 @@ from torch import Tensor, nn
 from .canonical import canonical, content_hash
 from .files import write_atomic
 from .loader import load, loads
-from .nn import (DenseBlock, DenseLayer, Transition, cifar_stem, deep_stem, imagenet_stem,
-                 make_activation, make_norm)
+from .nn import (DenseBlock, DenseLayer, Transition, activate, cifar_stem, deep_stem,
+                 imagenet_stem, make_activation, make_norm)
 from .plan import Plan, plan as make_plan
 from .resources import check_resources
 from .schema import DenseNetSpec, StemType
 
 __all__ = ["DenseNet", "DenseNetFeatures", "FeatureInfo", "build", "expected_state",
            "save_checkpoint", "load_checkpoint"]
-
-
-def _activate(kind: str, x: Tensor, inplace: bool) -> Tensor:
-    # A branch on a plain string, not a stored function: TorchScript compiles it, and FX
-    # names the node after the function (``relu``, as in torchvision's graph).
-    if kind == "relu":
-        return F.relu(x, inplace=inplace)
-    if kind == "silu":
-        return F.silu(x, inplace=inplace)
-    return F.gelu(x)
 
 
 def _pretrained_cfg(plan: Plan) -> Dict[str, Any]:
@@ -115,7 +105,7 @@ class DenseNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The last feature map, activated (timm's forward_features): N x C x H/32 x W/32."""
-        return _activate(self.activation, self.features(x), True)
+        return activate(self.activation, self.features(x), True)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Global average pool and classifier; ``pre_logits`` stops before the classifier."""
@@ -136,14 +126,12 @@ class DenseNet(nn.Module):
         ``save_checkpoint`` writes a checkpoint that loads back."""
         if global_pool not in (None, "avg"):
             raise ValueError(f"only global average pooling ('avg'), not {global_pool!r}")
-        old = self.classifier
         like = next(self.parameters())
         self.plan = _with_classes(self.plan, num_classes)
         self.num_classes = num_classes
         self.classifier = _classifier(self.num_features, num_classes).to(
             device=like.device, dtype=like.dtype)
         self.pretrained_cfg = _pretrained_cfg(self.plan)
-        del old
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -238,7 +226,7 @@ class DenseNetFeatures(nn.Module):
                 x = module(x)
                 if i in self._taps:
                     if i in self._activated:
-                        x = _activate(self.activation, x, False)
+                        x = activate(self.activation, x, False)
                     out.append(x)
         return out
 

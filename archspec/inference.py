@@ -228,16 +228,18 @@ class InferenceDenseNet(nn.Module):
         self.body = nn.ModuleList(body)
         norm5 = feats["norm5"]
         if not hasattr(model, "classifier"):
-            # Taps as DenseNetFeatures names them: -1 the stem, i a body index, and
-            # len(body) the activated norm5.
+            # The backbone's taps as positions here: -1 the stem (before its pool), i the
+            # output of body[i], len(body) the activated norm5.
             self.feature_info = model.feature_info
             self.out_indices = model.out_indices
-            where = {f["module"].split(".", 1)[1]: j for j, f in enumerate(plan.feature_info)}
-            taps = {n: where[n] for n in where if where[n] in model.out_indices}
             body_names = [n for n in names[i:] if n.startswith(("denseblock", "transition"))]
-            self.taps: List[int] = sorted(
-                -1 if n not in body_names and n != "norm5" else
-                len(body_names) if n == "norm5" else body_names.index(n) for n in taps)
+
+            def position(module: str) -> int:
+                name = module.split(".", 1)[1]
+                if name == "norm5":
+                    return len(body_names)
+                return body_names.index(name) if name in body_names else -1
+            self.taps: List[int] = sorted(position(f["module"]) for f in model.feature_info)
             self.head_pre: nn.Module = _NormAct(norm5, act)
             self.classifier: nn.Module = nn.Identity()
         elif relu_bn and isinstance(model.classifier, nn.Linear):

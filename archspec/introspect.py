@@ -15,7 +15,8 @@ from typing import Any
 from torch import nn
 
 from .errors import SpecError
-from .loader import loads
+from .loader import loads, safe_name
+from .plan import plan as make_plan
 from .schema import DenseNetSpec
 
 __all__ = ["from_module", "from_name"]
@@ -122,7 +123,7 @@ def from_module(model: nn.Module, *, name: str | None = None,
     def one(values: list) -> Any:
         return values[0] if len(set(values)) == 1 else values
     data: dict[str, Any] = {
-        "name": name or _identifier(type(model).__name__.lower()),
+        "name": name or safe_name(type(model).__name__.lower()),
         "description": f"inferred from a {type(model).__module__}.{type(model).__name__}",
         "source": source or f"archspec.from_module({type(model).__name__})",
         "input": {"channels": conv0.in_channels,
@@ -142,9 +143,10 @@ def from_module(model: nn.Module, *, name: str | None = None,
     import yaml
 
     spec = loads(yaml.safe_dump(data, sort_keys=False), source="<module>")
-    params = _check_shapes(spec, model)
+    _check_shapes(spec, model)
     # Pin what was just checked, so the written spec guards its own numbers.
-    data["expect"] = {"params": params, "out_channels": _head_width(spec)}
+    p = make_plan(spec)
+    data["expect"] = {"params": p.params, "out_channels": p.out_channels}
     if name is None:
         data["name"] = zoo_twin(spec) or data["name"]
     return loads(yaml.safe_dump(data, sort_keys=False), source="<module>")
@@ -157,11 +159,10 @@ def zoo_twin(spec: DenseNetSpec) -> str | None:
     from . import zoo
     from .canonical import canonical_dict
     from .loader import load
-    from .plan import plan
 
     def key(s: DenseNetSpec) -> tuple:
         options = canonical_dict(s)
-        p = plan(s)
+        p = make_plan(s)
         resolved = p.as_dict(layers=True)
         resolved.pop("name")
         # the plan resolves defaults (stem width, depth); the options it does not show
@@ -172,20 +173,6 @@ def zoo_twin(spec: DenseNetSpec) -> str | None:
         if key(load(name)) == mine:
             return name
     return None
-
-
-def _head_width(spec: DenseNetSpec) -> int:
-    from .plan import plan
-
-    return plan(spec).out_channels
-
-
-def _identifier(text: str) -> str:
-    import re
-
-    from .schema import NAME_CHARS
-
-    return re.sub(f"[^{NAME_CHARS}]", "_", text).lstrip(".+=,[]-") or "densenet"
 
 
 def _blur_filter(pool: Any) -> int | None:
@@ -207,17 +194,14 @@ def _activation(model: nn.Module) -> str:
     return "relu"
 
 
-def _check_shapes(spec: DenseNetSpec, model: nn.Module) -> int:
-    """The inferred spec must give the module's parameter names and shapes, exactly;
-    returns the parameter count so checked."""
+def _check_shapes(spec: DenseNetSpec, model: nn.Module) -> None:
+    """The inferred spec must give the module's parameter names and shapes, exactly."""
     from .builder import expected_state
     from .weights import compare
 
-    expected = expected_state(spec)
-    report, _ = compare(expected, model.state_dict(), "<module>")
+    report, _ = compare(expected_state(spec), model.state_dict(), "<module>")
     if not report.ok:
         raise SpecError(report.problems())
-    return sum(p.numel() for p in expected.parameters())
 
 
 def from_name(ref: str) -> tuple[nn.Module, str]:

@@ -14,17 +14,17 @@ import stat
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from pydantic import BaseModel, ValidationError
 
 from . import zoo
 from .errors import Problem, SpecError, format_path
-from .schema import NAME_CHARS, DenseNetSpec
+from .schema import MAX_NAME_LENGTH, NAME_CHARS, NAME_PATTERN, NAME_RULE, DenseNetSpec
 from .yamlio import COMMAND_LINE, MAX_BYTES, Mark, SourceMap, decode_bytes, parse_yaml
 
 __all__ = ["load", "loads", "resolve", "ResolvedSource", "read_spec_source", "describe",
-           "parse_key_path", "key_path_error"]
+           "parse_key_path", "key_path_error", "read_override_value", "top_key", "safe_name"]
 
 _MAX_EXTENDS = 16
 
@@ -142,12 +142,12 @@ def _resolve(text: str | bytes, file: str, base: Path, chain: tuple[str, ...]
     return _deep_merge(pdata, data), smap.merged_under(pmap)
 
 
-def _mark_inherited(parent: dict, child: dict, how: str) -> None:
+def _mark_inherited(parent: dict, child_keys: Iterable[str], how: str) -> None:
     """A variant that keeps its parent's description or source must not read as if it
-    were the parent: say it is inherited, and from what."""
+    were the parent: say it is inherited, and from what (unless the child sets it)."""
     for key in ("description", "source"):
         text = parent.get(key)
-        if key not in child and isinstance(text, str) and text \
+        if key not in child_keys and isinstance(text, str) and text \
                 and not text.startswith("(inherited;"):
             parent[key] = f"(inherited; {how}) {text}"
 
@@ -182,11 +182,21 @@ def parse_key_path(text: str) -> tuple:
     return tuple(parts)
 
 
+def read_override_value(value: Any) -> Any:
+    """An override's value as the spec will hold it: text is read as YAML (``--set``
+    gives text), anything else is taken as it is. SpecError for unreadable YAML."""
+    if not isinstance(value, str):
+        return value
+    return parse_yaml(value, COMMAND_LINE)[0] if value.strip() else ""
+
+
 def _apply_overrides(data: dict, smap: SourceMap, overrides: Mapping[str, Any]
-                     ) -> tuple[dict, SourceMap]:
-    """Set each dotted key path; locations point at the command line (column = ordinal)."""
+                     ) -> tuple[dict, SourceMap, dict[str, Any]]:
+    """Set each dotted key path; locations point at the command line (column = ordinal).
+    Returns the new data and locations, and the overrides with their values read."""
     data = _deep_merge({}, data)  # copy mappings we may touch
     smap = SourceMap(smap.file, dict(smap.keys), dict(smap.values))
+    read: dict[str, Any] = {}
     for ordinal, (key, value) in enumerate(overrides.items(), start=1):
         def bad(message: str) -> SpecError:
             return SpecError(Problem(message, COMMAND_LINE, 1, ordinal, key))
@@ -195,11 +205,10 @@ def _apply_overrides(data: dict, smap: SourceMap, overrides: Mapping[str, Any]
             path = parse_key_path(key)
         except ValueError as e:
             raise bad(f"bad override key: {e}") from None
-        if isinstance(value, str):
-            try:
-                value = parse_yaml(value, COMMAND_LINE)[0] if value.strip() else ""
-            except SpecError as e:
-                raise bad(f"bad override value: {e.message}") from None
+        try:
+            value = read[key] = read_override_value(value)
+        except SpecError as e:
+            raise bad(f"bad override value: {e.message}") from None
         node: Any = data
         for i, part in enumerate(path):
             last = i == len(path) - 1
@@ -223,15 +232,15 @@ def _apply_overrides(data: dict, smap: SourceMap, overrides: Mapping[str, Any]
             for p in [p for p in table if p[:len(path)] == path]:
                 del table[p]
             table[path] = mark
-    return data, smap
+    return data, smap, read
 
 
 def _variant(data: dict, smap: SourceMap, overrides: Mapping[str, Any]) -> dict:
-    """Overrides make a new network, as ``extends:`` does: the base's ``expect`` pins no
-    longer apply (unless the overrides give ``expect`` themselves), the name says what
-    changed (``densenet121+growth_rate=48``), and inherited prose is marked as such."""
-    keys = [str(k).strip() for k in overrides]
-    touched = {_top_key(k) for k in keys}
+    """Overrides (their values read) make a new network, as ``extends:`` does: the base's
+    ``expect`` pins no longer apply (unless the overrides give ``expect`` themselves), the
+    name says what changed (``densenet121+growth_rate=48``), and inherited prose is
+    marked as such."""
+    touched = {top_key(k) for k in overrides}
     out = dict(data)
     if "expect" not in touched:
         out.pop("expect", None)
@@ -241,28 +250,32 @@ def _variant(data: dict, smap: SourceMap, overrides: Mapping[str, Any]) -> dict:
     base = out.get("name")
     if "name" not in touched and isinstance(base, str):
         changes = "+".join(_change_text(k, v) for k, v in overrides.items()
-                           if _top_key(str(k).strip()) != "expect")
+                           if top_key(k) != "expect")
         if changes:
             out["name"] = _variant_name(base, changes)
-            _mark_inherited(out, {k: None for k in touched}, f"{base} with overrides")
+            _mark_inherited(out, touched, f"{base} with overrides")
     return out
 
 
-def _top_key(key: str) -> str:
-    return key.split(".", 1)[0].split("[", 1)[0]
+def top_key(key_path: str) -> str:
+    """The top-level key of a key path as written: ``stem`` of ``stem.channels``,
+    ``block_config`` of ``block_config[2]``."""
+    return str(key_path).strip().split(".", 1)[0].split("[", 1)[0]
 
 
 # What a spec name may not hold (schema.NAME_CHARS); a derived name has '_' there instead.
 _NOT_NAME_CHAR = re.compile(f"[^{NAME_CHARS}]")
 
 
+def safe_name(text: str) -> str:
+    """``text`` made a valid spec name: characters a name may not hold become '_', and
+    a name starts with a letter, digit or underscore."""
+    name = _NOT_NAME_CHAR.sub("_", text)
+    return name if re.match(NAME_PATTERN, name) else f"_{name}"
+
+
 def _change_text(key: str, value: Any) -> str:
     """``growth_rate=48``, ``block_config=[6,12,32,32]``, ``norm.type=group+norm.groups=4``."""
-    if isinstance(value, str):
-        try:
-            value = parse_yaml(value, COMMAND_LINE)[0] if value.strip() else ""
-        except SpecError:
-            pass
     if isinstance(value, dict) and value:
         return "+".join(_change_text(f"{key}.{k}", v) for k, v in value.items())
 
@@ -281,21 +294,19 @@ def _change_text(key: str, value: Any) -> str:
 
 def _variant_name(base: str, changes: str) -> str:
     name = f"{base}+{changes}"
-    if len(name) <= _MAX_NAME:
+    if len(name) <= MAX_NAME_LENGTH:
         return name
     import hashlib  # a long list of changes: a short, stable stand-in for them
 
-    return f"{base[:_MAX_NAME - 14]}+{hashlib.sha256(changes.encode()).hexdigest()[:12]}"
-
-
-_MAX_NAME = 200
+    digest = hashlib.sha256(changes.encode()).hexdigest()[:12]
+    return f"{base[:MAX_NAME_LENGTH - len(digest) - 2]}+{digest}"
 
 
 def _validate(data: dict, smap: SourceMap, overrides: Mapping[str, Any] | None
               ) -> DenseNetSpec:
     if overrides:
-        data, smap = _apply_overrides(data, smap, overrides)
-        data = _variant(data, smap, overrides)
+        data, smap, read = _apply_overrides(data, smap, overrides)
+        data = _variant(data, smap, read)
     try:
         spec = DenseNetSpec.model_validate(data)
     except ValidationError as e:
@@ -504,8 +515,7 @@ def _translate(err: dict, smap: SourceMap) -> Problem:
         bound = next(iter(ctx.values()))
         return smap.problem(loc, f"must be {_BOUNDS[kind]} {bound}, found {describe(found)}")
     if kind == "string_pattern_mismatch" and loc == ("name",):
-        return smap.problem(loc, "a name holds letters, digits and ._+-=,[] only and starts "
-                                 f"with a letter, digit or underscore; found {describe(found)}")
+        return smap.problem(loc, f"a name holds {NAME_RULE}; found {describe(found)}")
     if kind == "finite_number":
         return smap.problem(loc, f"must be a finite number, found {describe(found)}")
     if kind in ("too_short", "too_long"):

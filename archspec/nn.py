@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .schema import Activation, NormSpec, NormType
 
-__all__ = ["Norm", "make_norm", "make_activation", "activation_fn", "BlurPool2d",
+__all__ = ["Norm", "make_norm", "make_activation", "activate", "BlurPool2d",
            "DenseLayer", "DenseBlock", "Transition", "imagenet_stem", "cifar_stem",
            "deep_stem"]
 
@@ -40,14 +40,16 @@ def make_activation(kind: Activation) -> Callable[[], nn.Module]:
     return lambda: nn.ReLU(inplace=True)
 
 
-def activation_fn(kind: Activation, *, inplace: bool = False) -> Callable[[Tensor], Tensor]:
-    """The functional form: for the head and backbone taps (not in place), and for fresh
-    intermediate tensors in the inference path (in place where the activation allows)."""
-    if inplace and kind == Activation.relu:
-        return torch.relu_
-    if inplace and kind == Activation.silu:
-        return lambda x: F.silu(x, inplace=True)
-    return {Activation.relu: F.relu, Activation.silu: F.silu, Activation.gelu: F.gelu}[kind]
+def activate(kind: str, x: Tensor, inplace: bool) -> Tensor:
+    """The functional activation for the head and the backbone taps. ``kind`` is the
+    spec's value as a plain string, so forwards branch on it (TorchScript compiles that,
+    where it cannot call a stored function) and FX names the node after the function
+    (``relu``, as in torchvision's graph). GELU has no in-place form."""
+    if kind == "relu":
+        return F.relu(x, inplace=inplace)
+    if kind == "silu":
+        return F.silu(x, inplace=inplace)
+    return F.gelu(x)
 
 
 class BlurPool2d(nn.Module):

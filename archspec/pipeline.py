@@ -13,7 +13,7 @@ import os
 from typing import Any, Mapping
 
 from .errors import Problem, SpecError
-from .loader import load
+from .loader import load, top_key
 from .plan import Plan, plan
 
 __all__ = ["load_plan"]
@@ -42,9 +42,5 @@ def _arithmetic_problems(partial: Any) -> list[Problem]:
         # A problem of a refused key, or of the whole spec, may come from the default that
         # stood in for it: only problems located at other keys are the file's own.
         return [p for p in e.problems
-                if p.path and _top(p.path) not in dropped and _top(p.path) != "expect"]
+                if p.path and top_key(p.path) not in dropped and top_key(p.path) != "expect"]
     return []
-
-
-def _top(path: str) -> str:
-    return path.split(".", 1)[0].split("[", 1)[0]

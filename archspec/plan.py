@@ -309,18 +309,27 @@ def _transition_width(theta: float, channels: int) -> int:
     return math.floor(Fraction(repr(theta)) * channels)
 
 
+def _pool_need(blur: bool, filter_size: int, avg: bool) -> int:
+    """The fewest pixels along an axis that a stride-2 pool can run on: a blur's reflect
+    padding needs more pixels than it pads, a 2x2 average pool needs 2."""
+    return blur_padding(filter_size) + 1 if blur else 2 if avg else 1
+
+
 def _pool_out(size: int, blur: bool, filter_size: int, avg: bool) -> Optional[int]:
     """Length after a stride-2 pool along one axis (2x2 average, 3x3/2 max or a stride-2
     blur), or None where the pool cannot run on ``size`` pixels."""
-    if blur:  # reflect padding needs more pixels than it pads
-        return blur_out(size, filter_size) if size > blur_padding(filter_size) else None
-    if avg:
-        return size // 2 if size >= 2 else None
-    return conv_out(size, 3, 2, 1)
+    if size < _pool_need(blur, filter_size, avg):
+        return None
+    if blur:
+        return blur_out(size, filter_size)
+    return size // 2 if avg else conv_out(size, 3, 2, 1)
 
 
-def _pool_need(blur: bool, filter_size: int, avg: bool) -> int:
-    return blur_padding(filter_size) + 1 if blur else 2 if avg else 1
+def _stem_conv_out(stem_type: StemType, size: int) -> int:
+    """Length after a pooling stem's stride-2 conv: 7x7/2 pad 3 (imagenet) or the deep
+    stems' 3x3/2 pad 1 (their two stride-1 3x3 convs keep the size)."""
+    kernel = 7 if stem_type == StemType.imagenet else 3
+    return conv_out(size, kernel, 2, kernel // 2)
 
 
 class _Sizes:
@@ -335,8 +344,7 @@ class _Sizes:
         transitions it then passes (the same rules as ``plan``'s, one axis at a time)."""
         spec, aa = self.spec, self.spec.anti_alias
         if spec.stem.type != StemType.cifar:
-            kernel = 7 if spec.stem.type == StemType.imagenet else 3
-            size = conv_out(size, kernel, 2, kernel // 2)
+            size = _stem_conv_out(spec.stem.type, size)
             if size < 1:
                 return False, 0
             pooled = _pool_out(size, aa.stem, aa.filter_size, avg=False)
@@ -458,13 +466,12 @@ def plan(spec: DenseNetSpec) -> Plan:
         stages.append(Stage("stem", "stem", "features.conv0", c_in, stem_channels, (h, w),
                             (h, w), params, params * h * w, stem_channels * h * w))
     else:
+        h1, w1 = _stem_conv_out(stem_type, h), _stem_conv_out(stem_type, w)
         if stem_type == StemType.imagenet:
-            h1, w1 = conv_out(h, 7, 2, 3), conv_out(w, 7, 2, 3)
             params = c_in * stem_channels * 49 + _bn(stem_channels)
             macs = c_in * stem_channels * 49 * h1 * w1
         else:  # deep: 3x3/2, 3x3, 3x3, each with a norm
             c1, c2 = stem_widths
-            h1, w1 = conv_out(h, 3, 2, 1), conv_out(w, 3, 2, 1)
             params = (c_in * c1 * 9 + _bn(c1) + c1 * c2 * 9 + _bn(c2)
                       + c2 * stem_channels * 9 + _bn(stem_channels))
             macs = (c_in * c1 + c1 * c2 + c2 * stem_channels) * 9 * h1 * w1

@@ -19,13 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 __all__ = ["StemType", "NormType", "Activation", "InputSpec", "StemSpec", "NormSpec",
            "AntiAliasSpec", "ExpectSpec", "DenseNetSpec", "json_schema",
-           "MAX_LAYERS_PER_BLOCK", "MAX_BLOCKS", "NAME_PATTERN", "NAME_CHARS"]
+           "MAX_LAYERS_PER_BLOCK", "MAX_BLOCKS", "NAME_PATTERN", "NAME_CHARS", "NAME_RULE", "MAX_NAME_LENGTH"]
 
 # A name is printed on terminals, stored in checkpoints and used in file names: letters,
 # digits and ._+-=,[] (what an override-derived name such as densenet121+growth_rate=48
 # or densenet121+block_config[3]=24 needs), starting with a letter, digit or underscore.
 NAME_CHARS = r"A-Za-z0-9_.+=,\[\]-"      # a regex character class's body
 NAME_PATTERN = rf"^[A-Za-z0-9_][{NAME_CHARS}]*$"
+NAME_RULE = "letters, digits and ._+-=,[] only and starts with a letter, digit or underscore"
+MAX_NAME_LENGTH = 200
 
 MAX_LAYERS_PER_BLOCK = 10_000
 MAX_BLOCKS = 16
@@ -134,9 +136,8 @@ class ExpectSpec(_Model):
 class DenseNetSpec(_Model):
     """A DenseNet (Huang et al., CVPR 2017): dense blocks joined by transition layers."""
 
-    name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN,
-                      description="Short identifier: letters, digits and `._+-=,[]`, not "
-                                  "starting with a dot or sign.")
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN,
+                      description=f"Short identifier: {NAME_RULE}.")
     description: str = Field("", max_length=10_000, description="One line for people.")
     source: str = Field("", max_length=10_000,
                         description="Where the variant comes from: paper table and column, "

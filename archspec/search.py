@@ -20,12 +20,12 @@ import itertools
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import SpecError
-from .loader import key_path_error, resolve
+from .loader import key_path_error, read_override_value, resolve
 from .plan import Plan, plan as make_plan
 from .yamlio import COMMAND_LINE, parse_yaml
 
@@ -247,7 +247,8 @@ def search(base: str | os.PathLike, vary: Mapping[str, Iterable[Any]], *,
                           "narrow it, or allow_large=True (--allow-large)")
 
     source = resolve(base)
-    fixed = {k: _read(v) for k, v in (overrides or {}).items()}
+    # --set values are YAML text: read once, not once per combination.
+    fixed = {k: read_override_value(v) for k, v in (overrides or {}).items()}
     base_plan = make_plan(source.spec(fixed or None))
     matched: list[tuple[dict, Plan, int]] = []
     rejected: list[Rejected] = []
@@ -266,25 +267,13 @@ def search(base: str | os.PathLike, vary: Mapping[str, Iterable[Any]], *,
         if _within(p, acts, limits):
             matched.append((varied, p, acts))
 
-    front = _pareto([[_as_min(_metric(p, a, m), d) for m, d in objectives]
-                     for _, p, a in matched])
-    candidates = [Candidate(v, p.params, p.macs, a, i in front, p)
-                  for i, (v, p, a) in enumerate(matched)]
+    found = [Candidate(v, p.params, p.macs, a, False, p) for v, p, a in matched]
+    front = _pareto([[_as_min(c.metric(m), d) for m, d in objectives] for c in found])
+    candidates = [replace(c, pareto=True) if i in front else c for i, c in enumerate(found)]
     candidates.sort(key=lambda c: c.metric(sort_key), reverse=sort.startswith("-"))
     return SearchResult(str(base), count, valid, len(rejected), candidates,
                         candidates[:top] if top else candidates, rejected, batch,
                         objectives, base_plan)
-
-
-def _read(value: Any) -> Any:
-    # --set values are YAML text: read once, not once per combination.
-    if isinstance(value, str):
-        return parse_yaml(value, COMMAND_LINE)[0] if value.strip() else ""
-    return value
-
-
-def _metric(p: Plan, activations: int, name: str) -> int:
-    return activations if name == "activations" else getattr(p, name)
 
 
 def _within(p: Plan, activations: int, limits: dict[str, int | None]) -> bool:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cli_speed import _time  # noqa: E402  one way to time a whole process
 
 BASELINE = """
 import torchinfo, torchvision
@@ -27,12 +29,6 @@ print(torchinfo.summary(model, input_size=(1, 3, 224, 224), verbose=0).total_par
 """
 # 41 growth rates x 50 depths, every one a valid DenseNet-BC (depth = 4 + 6n), up to L=334
 VARY = ["--vary", "growth_rate=8..48", "--vary", "depth=40..334:6"]
-
-
-def _time(cmd: list[str]) -> tuple[float, str]:
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return time.perf_counter() - t0, proc.stdout
 
 
 def measure(repeats: int) -> dict:
