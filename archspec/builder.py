@@ -134,13 +134,18 @@ class DenseNet(nn.Module):
         self.pretrained_cfg = _pretrained_cfg(self.plan)
 
     @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
+    def set_grad_checkpointing(self, enable: Union[bool, str] = True) -> None:
         """Switch the memory-efficient path of every dense block on or off at run time
-        (timm's name for it); gradients are the same either way."""
-        self.grad_checkpointing = enable
+        (timm's name for it); gradients are the same either way. ``True`` takes the
+        spec's level when it names one (``"max"``), else ``true``'s; ``"max"`` asks for
+        that level explicitly."""
+        if enable not in (True, False, "max"):
+            raise ValueError(f"enable must be True, False or 'max', not {enable!r}")
+        level = "max" if enable is True and self.plan.spec.memory_efficient == "max" else enable
+        self.grad_checkpointing = bool(enable)
         for m in self.modules():
             if isinstance(m, DenseBlock):
-                m.memory_efficient = enable
+                m.memory_efficient = level
 
 
 def _classifier(in_features: int, num_classes: int) -> nn.Module:

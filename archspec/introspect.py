@@ -137,8 +137,7 @@ def from_module(model: nn.Module, *, name: str | None = None,
         "anti_alias": {"stem": blur_stem is not None, "transitions": blur_trans is not None,
                        "filter_size": blur_stem or blur_trans or 3},
         "num_classes": num_classes,
-        "memory_efficient": bool(getattr(first, "memory_efficient", False)
-                                 or getattr(first, "grad_checkpointing", False)),
+        "memory_efficient": _memory_level(model, blocks[0]),
     }
     import yaml
 
@@ -226,3 +225,13 @@ def from_name(ref: str) -> tuple[nn.Module, str]:
         return timm.create_model(arch, pretrained=False), ref
     raise _fail(f"unknown library {library!r}: use torchvision: or timm:")
 
+
+def _memory_level(model: nn.Module, block: nn.Module) -> Any:
+    """The spec value for the blocks' memory setting: archspec's own (False, True, "max"),
+    or True for torchvision's memory_efficient / timm's grad_checkpointing."""
+    first = block.denselayer1
+    level = getattr(block, "memory_efficient", getattr(first, "memory_efficient", False))
+    if level == "max":
+        return "max"
+    return bool(level or getattr(first, "grad_checkpointing", False)
+                or getattr(model, "grad_checkpointing", False))

@@ -483,6 +483,10 @@ def _translate_all(errors: list[dict], smap: SourceMap, data: Any) -> list[Probl
             if not deeper:
                 merged.setdefault(loc, []).append(err)
             continue
+        if err["_branch"] and err["type"] == "literal_error":
+            # e.g. memory_efficient: true, false or max: name the other branches too
+            err = {**err, "_also": [_EXPECTED[o["type"]] for o in cleaned if o["loc"] == loc
+                                    and o["_branch"] and o["type"] in _EXPECTED]}
         problems.append(_translate(err, smap))
     for loc, errs in merged.items():
         kinds = " or ".join(dict.fromkeys(_EXPECTED[e["type"]] for e in errs))
@@ -529,6 +533,8 @@ def _translate(err: dict, smap: SourceMap) -> Problem:
         options = [o.strip(" '") for o in expected.replace(" or ", ",").split(",") if o.strip()]
         close = difflib.get_close_matches(str(found), options, n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        return smap.problem(loc, f"expected one of {', '.join(options)}; found "
-                                 f"{describe(found)}{hint}")
+        also = err.get("_also")
+        expected = (f"{' or '.join(also)}, or {', '.join(options)}" if also
+                    else f"one of {', '.join(options)}")
+        return smap.problem(loc, f"expected {expected}; found {describe(found)}{hint}")
     return smap.problem(loc, f"{err['msg']}, found {describe(found)}")

@@ -9,6 +9,7 @@ activation, so module paths stay stable across specs; they hold no parameters.
 # No `from __future__ import annotations` here: torch.fx generates code from these
 # modules' annotations, and TorchScript reads them; both need real types.
 from collections import OrderedDict
+from contextlib import contextmanager, nullcontext
 from math import comb
 from typing import Callable, List, Optional
 
@@ -114,10 +115,14 @@ class DenseLayer(nn.Module):
 
     def new_features(self, x: Tensor) -> Tensor:
         """The layer's k new channels from the concatenation of the earlier feature maps."""
-        out = self._drop(self.bottleneck_fn(x))
+        return self.tail(self.bottleneck_fn(x))
+
+    def tail(self, b: Tensor) -> Tensor:
+        """From conv1's output to the k new channels: dropout, then (DenseNet-B)
+        norm2-act-conv2 and dropout again, as the paper's reference code places it."""
+        out = self._drop(b)
         if not self.bottleneck:
             return out
-        # Dropout after the bottleneck conv too, as the paper's reference code places it.
         return self._drop(self.conv2(self.relu2(self._norm2(out))))
 
     def _norm1(self, x: Tensor) -> Tensor:
@@ -158,32 +163,45 @@ def _eager() -> bool:
     compiling, where the autograd.Function of the memory-efficient block cannot go."""
     if torch.jit.is_scripting() or torch.jit.is_tracing():
         return False
-    from torch.fx import _symbolic_trace as fx
-
-    # torch >= 2.8 names the symbolic-tracing check apart from export's
-    symbolic = getattr(fx, "is_fx_symbolic_tracing", fx.is_fx_tracing)
-    return not (symbolic() or torch.compiler.is_compiling())
+    return not (_fx_symbolic_tracing() or torch.compiler.is_compiling())
 
 
 class DenseBlock(nn.ModuleDict):
     """Layers ``denselayer1..L``; returns the block input concatenated with every layer's output.
 
-    With ``memory_efficient`` (a spec setting, or timm's ``set_grad_checkpointing``), an
-    eager training forward runs through _SharedStorageBlock: features live in one buffer
-    and everything else is recomputed in backward. Scripted, traced, exported and compiled
-    models, and every forward without gradients, take the plain path: the same function.
+    ``memory_efficient`` (the spec's setting, or timm's ``set_grad_checkpointing``) chooses
+    how an eager training forward stores what backward needs:
+
+    - ``False``: plain autograd, as torchvision's default.
+    - ``True``: the efficient-DenseNet trade (Pleiss et al., 2017). Features live in one
+      shared buffer; the cheap, memory-bound part of each layer (concatenation, norm1,
+      activation, and the bottleneck's norm2-activation) is recomputed in backward, and
+      the convolutions' outputs are kept, so no convolution runs twice.
+    - ``"max"``: only the block's output is kept; backward recomputes every layer,
+      convolutions included. The least memory, for the most time.
+
+    Either level gives the plain model's gradients bit for bit and updates BatchNorm's
+    statistics once. Scripted, traced and exported models, and every forward without
+    gradients, take the plain path (the same function); under torch.compile each layer's
+    concatenation-norm1-act-conv1 is checkpointed, which dynamo can see through.
     """
+
+    # TorchScript types attributes it reads; this one (bool or "max") is read in eager only.
+    __jit_ignored_attributes__ = ["memory_efficient"]
 
     def __init__(self, layers: List[DenseLayer], out_channels: int):
         super().__init__(OrderedDict((f"denselayer{j}", layer)
                                      for j, layer in enumerate(layers, start=1)))
         self.out_channels = out_channels  # the plan's; sizes the shared feature buffer
-        self.memory_efficient = bool(layers) and layers[0].memory_efficient
+        self.memory_efficient = layers[0].memory_efficient if layers else False
 
     def forward(self, init_features: Tensor) -> Tensor:
-        if self.memory_efficient and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            if _eager() and self._needs_grad(init_features):
-                return self._shared_storage(init_features)
+        if not torch.jit.is_scripting():
+            if self._recomputes(init_features):
+                if _eager():
+                    return self._shared_storage(init_features)
+                if self.training and not _exporting():
+                    return self._checkpointed(init_features)
         features = [init_features]
         for name, layer in self.items():
             new_features = layer(features)
@@ -191,13 +209,48 @@ class DenseBlock(nn.ModuleDict):
         return torch.cat(features, 1)
 
     @torch.jit.unused
-    def _needs_grad(self, x: Tensor) -> bool:
+    def _recomputes(self, x: Tensor) -> bool:
+        """Whether this forward stores less and recomputes in backward: a memory level is
+        set, gradients are recorded, and something in the block needs one."""
+        if not self.memory_efficient or not torch.is_grad_enabled():
+            return False
+        if torch.jit.is_tracing() or _fx_symbolic_tracing():
+            return False  # a traced graph is for deployment: the plain function
         return x.requires_grad or any(p.requires_grad for p in self.parameters())
 
     @torch.jit.unused
     def _shared_storage(self, x: Tensor) -> Tensor:
         params = [p for p in self.parameters() if p.requires_grad]
-        return _SharedStorageBlock.apply(self, x, *params)
+        return _SharedStorageBlock.apply(self, self.memory_efficient != "max", x, *params)
+
+    @torch.jit.unused
+    def _checkpointed(self, x: Tensor) -> Tensor:
+        """The compiled (and exported-for-training) form: torchvision's memory-efficient
+        layer, checkpointing concatenation-norm1-act-conv1, which dynamo traces as one
+        higher-order op. BatchNorm's update happens in the forward graph only."""
+        from torch.utils.checkpoint import checkpoint
+
+        features = [x]
+        for layer in self.values():
+            b = checkpoint(_cat_bottleneck, layer, *features, use_reentrant=False)
+            features.append(layer.tail(b))
+        return torch.cat(features, 1)
+
+
+def _cat_bottleneck(layer: DenseLayer, *features: Tensor) -> Tensor:
+    return layer.bottleneck_fn(torch.cat(features, 1))
+
+
+def _fx_symbolic_tracing() -> bool:
+    from torch.fx import _symbolic_trace as fx
+
+    # torch >= 2.8 names the symbolic-tracing check apart from export's
+    return getattr(fx, "is_fx_symbolic_tracing", fx.is_fx_tracing)()
+
+
+def _exporting() -> bool:
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.7
+    return bool(is_exporting and is_exporting())
 
 
 def _rng_state(device: torch.device) -> tuple:
@@ -205,80 +258,140 @@ def _rng_state(device: torch.device) -> tuple:
     return (cpu, torch.cuda.get_rng_state(device)) if device.type == "cuda" else (cpu, None)
 
 
-def _set_rng_state(device: torch.device, state: tuple) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
+@contextmanager
+def _replayed_rng(device: torch.device, state: tuple):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.set_rng_state(state[0])
+        if state[1] is not None:
+            torch.cuda.set_rng_state(state[1], device)
+        yield
 
 
 class _SharedStorageBlock(torch.autograd.Function):
-    """A dense block that stores one tensor for backward: its output.
+    """A dense block whose features live in one buffer, the block's output.
 
-    The efficient-DenseNet approach (Pleiss et al., 2017): every layer writes its k new
-    channels into one preallocated buffer, so the features are never copied into
-    per-layer concatenations, and the buffer is the block's output (which the next
-    transition keeps anyway). Every layer's input is a prefix of that buffer, so backward
-    can recompute each layer from it, newest first, and accumulate the gradients of all
-    features into one shared gradient buffer. Memory is linear in depth, in forward and in
-    backward; the price is one more forward pass of each layer during backward.
+    Every layer writes its k new channels into one preallocated buffer, so the features
+    are never copied into per-layer concatenations that autograd would keep, and the
+    buffer is the block's output (which the next transition keeps anyway). Every layer's
+    input is a prefix of that buffer, so backward can rebuild it, newest layer first, and
+    accumulate the gradients of all features into one shared gradient buffer.
+
+    ``keep_bottleneck`` (``memory_efficient: true``) also keeps each layer's conv1 output
+    (the b = bn_size*k bottleneck channels, or the k new channels without a bottleneck):
+    backward then recomputes only norm1-act on the prefix and norm2-act on b, which are
+    memory-bound, and feeds the kept tensors straight to the convolutions' backward.
+    Without it (``"max"``) backward reruns conv1 too; conv2's forward is never rerun
+    unless dropout follows it.
     """
 
     @staticmethod
-    def forward(ctx, block: DenseBlock, x: Tensor, *params: Tensor) -> Tensor:
+    def forward(ctx, block: DenseBlock, keep_bottleneck: bool, x: Tensor,
+                *params: Tensor) -> Tensor:
         layers = list(block.values())
         n, c0, h, w = x.shape
         buf = torch.empty((n, block.out_channels, h, w), dtype=x.dtype, device=x.device)
         buf[:, :c0].copy_(x)
-        rng = []
+        rng, kept = [], []
         for layer in layers:  # layer j reads channels [0, in_channels), adds growth_rate
             c, k = layer.in_channels, layer.growth_rate
             rng.append(_rng_state(x.device) if layer.training and layer.drop_rate > 0 else None)
             layer._recomputing = False
             # A contiguous copy of the prefix, as torch.cat gives the plain path: the same
             # kernels see the same layout, so the gradients are bitwise the plain model's.
-            buf[:, c:c + k].copy_(layer.new_features(buf[:, :c].contiguous()))
+            b = layer.bottleneck_fn(buf[:, :c].contiguous())
+            if keep_bottleneck:
+                kept.append(b)
+            buf[:, c:c + k].copy_(layer.tail(b))
         ctx.block, ctx.rng, ctx.c0 = block, rng, c0
         ctx.autocast = [(dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
                         for dev in ("cpu", "cuda")]
-        ctx.save_for_backward(buf)
+        ctx.save_for_backward(buf, *kept)
         return buf
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):
-        (buf,) = ctx.saved_tensors
+        buf, *kept = ctx.saved_tensors
         layers = list(ctx.block.values())
         grad_buf = grad_out.contiguous().clone()
         grads: dict[int, Tensor] = {}
-        for layer, rng in reversed(list(zip(layers, ctx.rng))):
+        for j in range(len(layers) - 1, -1, -1):
+            layer, rng = layers[j], ctx.rng[j]
             c, k = layer.in_channels, layer.growth_rate
-            inp = buf[:, :c].detach().requires_grad_(True)
-            grad_new = grad_buf[:, c:c + k]
-            params = [p for p in layer.parameters() if p.requires_grad]
-            with torch.enable_grad(), torch.random.fork_rng(devices=[buf.device] if
-                                                            buf.device.type == "cuda" else []):
-                if rng is not None:
-                    _set_rng_state(buf.device, rng)
+            # Dropout replays its forward masks from the saved RNG state; the caller's RNG
+            # stream is restored afterwards (fork_rng), as if backward drew nothing.
+            replay = _replayed_rng(buf.device, rng) if rng is not None else nullcontext()
+            with torch.enable_grad(), replay, _autocast_like(ctx.autocast):
                 layer._recomputing = True
-                with _autocast_like(ctx.autocast):
-                    if layer.bottleneck and layer.drop_rate == 0:
-                        # conv2's output is not needed for backward, only its input: stop
-                        # the recomputation there and take conv2's gradients directly.
-                        z = layer.relu2(layer._norm2(layer.bottleneck_fn(inp.contiguous())))
-                        out, grad_new = z, _conv_grads(layer.conv2, z, grad_new, grads)
-                        params = [p for p in params if p is not layer.conv2.weight]
+                try:
+                    if kept:
+                        grad_x = _layer_grads_from_kept(layer, buf[:, :c], kept[j],
+                                                        grad_buf[:, c:c + k], grads)
                     else:
-                        out = layer.new_features(inp.contiguous())
-                got = torch.autograd.grad(out, [inp, *params], grad_new, allow_unused=True)
-            layer._recomputing = False
-            grad_buf[:, :c] += got[0]
-            for p, g in zip(params, got[1:]):
-                if g is not None:
-                    _accumulate(grads, p, g)
+                        grad_x = _layer_grads_recomputed(layer, buf[:, :c],
+                                                         grad_buf[:, c:c + k], grads)
+                finally:
+                    layer._recomputing = False
+            grad_buf[:, :c] += grad_x
 
         block_params = [p for p in ctx.block.parameters() if p.requires_grad]
-        grad_x = grad_buf[:, :ctx.c0] if ctx.needs_input_grad[1] else None
-        return (None, grad_x, *[grads.get(id(p)) for p in block_params])
+        grad_x = grad_buf[:, :ctx.c0] if ctx.needs_input_grad[2] else None
+        return (None, None, grad_x, *[grads.get(id(p)) for p in block_params])
+
+
+def _layer_grads_recomputed(layer: DenseLayer, prefix: Tensor, grad_new: Tensor,
+                            grads: dict[int, Tensor]) -> Tensor:
+    """``"max"``: rerun the layer from its input prefix (conv1 included) and backpropagate;
+    returns the prefix's gradient and accumulates the parameters' into ``grads``."""
+    inp = prefix.detach().requires_grad_(True)
+    params = [p for p in layer.parameters() if p.requires_grad]
+    if layer.bottleneck and layer.drop_rate == 0:
+        # conv2's output is not needed for backward, only its input: stop the
+        # recomputation there and take conv2's gradients directly.
+        z = layer.relu2(layer._norm2(layer.bottleneck_fn(inp.contiguous())))
+        out, grad_new = z, _conv_grads(layer.conv2, z, grad_new, grads)
+        params = [p for p in params if p is not layer.conv2.weight]
+    else:
+        out = layer.new_features(inp.contiguous())
+    got = torch.autograd.grad(out, [inp, *params], grad_new, allow_unused=True)
+    _accumulate_all(grads, params, got[1:])
+    return got[0]
+
+
+def _layer_grads_from_kept(layer: DenseLayer, prefix: Tensor, b: Tensor, grad_new: Tensor,
+                           grads: dict[int, Tensor]) -> Tensor:
+    """``True``: backpropagate through the layer with its conv1 output ``b`` kept from the
+    forward. Only norm-act pieces are recomputed; both convolutions go straight to their
+    backward kernels (conv2's forward reruns only when dropout follows it)."""
+    b = b.detach().requires_grad_(True)
+    # The tail, from conv1's output to the new features: gradient w.r.t. b.
+    if layer.bottleneck and layer.drop_rate == 0:
+        z2 = layer.relu2(layer._norm2(b))
+        grad_z2 = _conv_grads(layer.conv2, z2, grad_new, grads)
+        tail_params = [p for p in layer.norm2.parameters() if p.requires_grad]
+        got = torch.autograd.grad(z2, [b, *tail_params], grad_z2, allow_unused=True)
+    elif layer.bottleneck or layer.drop_rate > 0:
+        tail = [layer.norm2, layer.conv2] if layer.bottleneck else []
+        tail_params = [p for m in tail for p in m.parameters() if p.requires_grad]
+        got = torch.autograd.grad(layer.tail(b), [b, *tail_params], grad_new,
+                                  allow_unused=True)
+    else:  # no bottleneck, no dropout: b is the new features
+        tail_params, got = [], (grad_new,)
+    _accumulate_all(grads, tail_params, got[1:])
+    # The head: norm1-act recomputed from the prefix, conv1 straight to its backward.
+    inp = prefix.detach().requires_grad_(True)
+    z1 = layer.relu1(layer._norm1(inp.contiguous()))
+    grad_z1 = _conv_grads(layer.conv1, z1, got[0], grads)
+    head_params = [p for p in layer.norm1.parameters() if p.requires_grad]
+    got = torch.autograd.grad(z1, [inp, *head_params], grad_z1, allow_unused=True)
+    _accumulate_all(grads, head_params, got[1:])
+    return got[0]
+
+
+def _accumulate_all(grads: dict[int, Tensor], params: List[Tensor], got) -> None:
+    for p, g in zip(params, got):
+        if g is not None:
+            _accumulate(grads, p, g)
 
 
 def _accumulate(grads: dict[int, Tensor], p: Tensor, g: Tensor) -> None:

@@ -166,23 +166,26 @@ class Plan:
         return stem_convs + per_layer + (len(self.block_config) - 1) + 1
 
     def training_memory(self, batch: int = 1, *, dtype_bytes: int = 4,
-                        memory_efficient: bool | None = None) -> int:
+                        memory_efficient: bool | str | None = None) -> int:
         """Estimated bytes of activations autograd keeps for backward in a training step
         of ``batch`` images (``dtype_bytes`` per element; weights and gradients not
-        included). ``memory_efficient`` defaults to the spec's. Compare ``activations``,
-        the plain count of stage-output elements of one image.
+        included). ``memory_efficient`` (False, True or "max") defaults to the spec's.
+        Compare ``activations``, the plain count of stage-output elements of one image.
         """
         return self._saved_elements_per_image(memory_efficient) * batch * dtype_bytes
 
-    def _saved_elements_per_image(self, memory_efficient: bool | None) -> int:
+    def _saved_elements_per_image(self, memory_efficient: bool | str | None) -> int:
         """Estimated elements autograd keeps for backward, per image, in a training step.
 
-        Per dense layer at HxW with c inputs, bottleneck b and growth k: the concatenation
-        and its norm output (2c), the bottleneck conv and norm outputs (2b) and the new
-        features (k). With memory_efficient the first two are recomputed in backward
-        instead (only the largest one exists at a time). Transitions keep their norm and
-        conv outputs and the pooled map; the stem its conv and norm outputs and the pooled
-        map. An estimate for the resource guard, within about 10% of what autograd keeps.
+        Per dense layer at HxW with c inputs, bottleneck b and growth k, the plain model
+        keeps the concatenation and its norm output (2c), the bottleneck conv and norm
+        outputs (2b) and the new features (k). ``memory_efficient: true`` keeps only the
+        conv1 output (b, or k without a bottleneck) and ``"max"`` nothing; both recompute
+        the rest in backward, one layer at a time, so the largest layer's recomputation is
+        counted once. Every level keeps each block's output. Transitions keep their norm
+        and conv outputs and the pooled map; the stem its conv and norm outputs and the
+        pooled map. An estimate for the resource guard, within about 10% of what autograd
+        keeps (the recomputation aside).
         """
         if memory_efficient is None:
             memory_efficient = self.spec.memory_efficient
@@ -197,13 +200,15 @@ class Plan:
             elif s.kind == "block":
                 for lp in s.layers:
                     b = lp.bottleneck_channels or 0
-                    concat = 2 * lp.in_channels * h * w
-                    total += (2 * b + lp.growth_rate) * h * w
-                    if memory_efficient:
-                        transient = max(transient, concat)
+                    layer = (2 * lp.in_channels + 2 * b + lp.growth_rate) * h * w
+                    if memory_efficient == "max":
+                        transient = max(transient, layer)
+                    elif memory_efficient:
+                        total += (b or lp.growth_rate) * h * w
+                        transient = max(transient, layer)
                     else:
-                        total += concat
-                total += s.activations  # the block's final concatenation
+                        total += layer
+                total += s.activations  # the block's output (the shared buffer)
             elif s.kind == "transition":
                 total += (s.in_channels + s.out_channels) * h * w + s.activations
             else:  # head: norm5 output, pooled features, logits

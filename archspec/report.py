@@ -101,7 +101,8 @@ SUMMARY_HEADER = ["stage", "output CxHxW", "params", "MACs", "activations (eleme
 
 def _training_memory_line(plan: Plan, batch: int) -> str:
     mem = plan.training_memory(batch)
-    mode = ", memory_efficient" if plan.spec.memory_efficient else ""
+    level = plan.spec.memory_efficient
+    mode = "" if level is False else f", memory_efficient: {'max' if level == 'max' else 'true'}"
     return (f"training memory at batch {batch}: about {mem:,} bytes ({human(mem, 'B')}) of "
             f"activations kept for backward (float32{mode}; weights and gradients not "
             "included)")

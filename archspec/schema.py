@@ -13,7 +13,7 @@ zero is caught at once instead of allocating terabytes.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -181,10 +181,14 @@ class DenseNetSpec(_Model):
                              description="Classifier outputs. 0: no classifier (a headless "
                                          "model, as timm's num_classes=0): the model returns "
                                          "the pooled features.")
-    memory_efficient: bool = Field(
-        False, description="Recompute each layer's concat-BN-ReLU-Conv1x1 in backward "
-                           "instead of storing it: activation memory grows linearly with "
-                           "depth, at some extra compute.")
+    memory_efficient: Union[bool, Literal["max"]] = Field(
+        False, description="Store less for backward and recompute it, with the plain "
+                           "model's gradients bit for bit. `true`: the efficient-DenseNet "
+                           "trade (features in one shared buffer; concatenation, norms and "
+                           "activations recomputed, convolution outputs kept): linear "
+                           "memory for a little time. `max`: only each block's output is "
+                           "kept and backward reruns the convolutions too: the least memory "
+                           "for the most time.")
     expect: Optional[ExpectSpec] = Field(
         None, description="Figures the author believes (params, out_channels); checked "
                           "against the plan.")
