@@ -21,11 +21,13 @@ from .search import search
 if _typing.TYPE_CHECKING:  # for editors and type checkers only: torch stays lazy
     import torch
 
+    from .deploy import ExportResult
+
 __version__ = "0.1.0"
 
 __all__ = ["load", "loads", "plan", "load_plan", "search", "build", "from_module",
-           "optimize_for_inference", "canonical", "content_hash", "SpecError", "Problem",
-           "Plan", "Stage", "LayerPlan", "DenseNetSpec", "StemType", "__version__"]
+           "optimize_for_inference", "export", "canonical", "content_hash", "SpecError",
+           "Problem", "Plan", "Stage", "LayerPlan", "DenseNetSpec", "StemType", "__version__"]
 
 
 def build(spec: "DenseNetSpec | Plan | str | _os.PathLike", *,
@@ -59,6 +61,19 @@ def from_module(model: "torch.nn.Module", *, name: "str | None" = None,
     from .introspect import from_module as _from_module
 
     return _from_module(model, name=name, source=source)
+
+
+def export(model: "torch.nn.Module", path: "str | _os.PathLike", *,
+           input_shape: "tuple[int, int, int] | None" = None, batch: int = 1,
+           dynamic_batch: bool = False, force: bool = False,
+           seed: int = 0) -> "ExportResult":
+    """Write ``model`` as ONNX (.onnx), an ExportedProgram (.pt2) or TorchScript (.pt), by
+    the suffix of ``path``, once the artefact, loaded back by its runtime, matches eager
+    on a random input (within 1e-4); atomically, never over an existing file unless
+    ``force``. See :func:`archspec.deploy.export`."""
+    from .deploy import export as _export  # torch (and onnx for .onnx) load here
+    return _export(model, path, input_shape=input_shape, batch=batch,
+                   dynamic_batch=dynamic_batch, force=force, seed=seed)
 
 
 def optimize_for_inference(model: "torch.nn.Module", *, channels_last: bool = True

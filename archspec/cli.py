@@ -23,7 +23,7 @@ from .files import OutputError, write_atomic
 from .pipeline import load_plan
 from .plan import Plan, plan as make_plan
 from .resources import DTYPE_BYTES, check_resources
-from .report import (diff_json, diff_text, list_rows, printable, setting, paper_table,
+from .report import (diff_json, diff_text, human, list_rows, printable, setting, paper_table,
                      render_table, search_csv, search_text, summary_data, summary_text)
 
 __all__ = ["main"]
@@ -230,6 +230,48 @@ def cmd_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .files import check_writable
+
+    p = _plan(args.spec, args)
+    if args.batch < 1:
+        raise _Usage(f"--batch must be at least 1, got {args.batch}")
+    try:
+        from .deploy import format_for
+        fmt = format_for(args.output)
+    except ValueError as e:
+        raise _Usage(str(e)) from None
+    inputs = [args.spec] + ([args.weights] if args.weights else [])
+    check_writable(args.output, force=args.force, inputs=inputs)  # before the slow part
+    check_resources(p, device="cpu", allow_large=args.allow_large)
+    from .builder import build  # imports torch
+    from .deploy import TOLERANCE, ExportError, export
+    from .inference import optimize_for_inference
+
+    model = build(p, seed=args.seed, allow_large=args.allow_large, weights=args.weights,
+                  drop_head=args.drop_head)
+    if args.optimize:
+        model = optimize_for_inference(model)
+    try:
+        result = export(model, args.output, input_shape=p.input_shape, batch=args.batch,
+                        dynamic_batch=args.dynamic_batch, force=args.force, inputs=inputs)
+    except ExportError as e:
+        _err(f"archspec export: {printable(str(e))}")
+        return EXIT_FAIL
+    if args.format == "json":
+        _out(json.dumps({**result.as_dict(), "name": p.name, "params": p.params,
+                         "optimized": bool(args.optimize),
+                         "sha256": content_hash(p.spec)}, indent=2))
+        return EXIT_OK
+    c, h, w = p.input_shape
+    checked = " and ".join(f"{d:.2g} at batch {n}" for n, d in result.max_abs_diff.items())
+    shape = f"{'Nx' if args.dynamic_batch else f'{args.batch}x'}{c}x{h}x{w}"
+    _out(f"wrote {result.path} ({fmt}, {p.name}{', optimized' if args.optimize else ''}, "
+         f"input {shape}, {human(result.bytes, 'B')})")
+    _out(f"max |exported - eager|: {checked} (tolerance {TOLERANCE:g})")
+    return EXIT_OK
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     names = zoo.names() if args.all else args.specs
     if not names:
@@ -408,6 +450,9 @@ _EXAMPLES = {
               "archspec build densenet121 -o d121-bf16.pt --dtype bfloat16 --seed 1",
               "archspec build densenet121 --set num_classes=10 --weights tv.pth --drop-head "
               "-o d121-10.pt"],
+    "export": ["archspec export densenet121 -o densenet121.onnx --dynamic-batch",
+               "archspec export densenet121 -o d121.pt2 --weights d121.pth --optimize",
+               "archspec export densenet-bc-100-12 -o bc100.pt --input 3x64x64 --batch 8"],
     "check-weights": ["archspec check-weights densenet121 densenet121.pth",
                       "archspec check-weights densenet161 densenet121.pth --all"],
     "import": ["archspec import torchvision:densenet121 -o densenet121.yaml",
@@ -511,6 +556,32 @@ def _parser() -> argparse.ArgumentParser:
                    help="load these weights (archspec, torchvision or timm checkpoint)")
     p.add_argument("--drop-head", action="store_true",
                    help="with --weights: keep the new classifier (another num_classes)")
+    with_set(p)
+    with_allow_large(p)
+
+    p = command("export", cmd_export,
+                "write a checked deployable model: .onnx, .pt2 (torch.export) or .pt "
+                "(TorchScript), by FILE's suffix")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="artefact to write (atomically, only after it matched eager on a "
+                        "random input; see --force)")
+    p.add_argument("--weights", metavar="CHECKPOINT",
+                   help="load these weights (archspec, torchvision or timm checkpoint); "
+                        "default: initialised from --seed")
+    p.add_argument("--drop-head", action="store_true",
+                   help="with --weights: keep the new classifier (another num_classes)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    p.add_argument("--optimize", action="store_true",
+                   help="export optimize_for_inference's model (norms folded, no "
+                        "per-layer concatenation)")
+    p.add_argument("--batch", type=int, default=1, metavar="B",
+                   help="batch size of the traced and checked input (default 1)")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="let the artefact take any batch size (checked at B and B+1)")
+    p.add_argument("--input", metavar="CxHxW", help="export for another input size")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    with_format(p, ("text", "json"))
     with_set(p)
     with_allow_large(p)
 

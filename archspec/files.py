@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, IO, Iterable
 
-__all__ = ["OutputError", "write_atomic"]
+__all__ = ["OutputError", "write_atomic", "check_writable"]
 
 
 class OutputError(Exception):
@@ -24,21 +24,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *,
     Raises OutputError if ``path`` exists and ``force`` is False, if it is a directory, or
     if it is one of ``inputs`` (a spec being read is never overwritten, force or not).
     """
-    target = Path(path)
-    if target.is_dir():
-        raise OutputError(f"{target}: is a directory")
-    for inp in inputs:
-        try:
-            if target.exists() and Path(inp).exists() and target.samefile(inp):
-                raise OutputError(f"{target}: is an input of this command; refusing to "
-                                  "overwrite it")
-        except OSError:
-            continue
-    if target.exists() and not force:
-        raise OutputError(f"{target}: already exists; pass --force to replace it")
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"{target}: folder {folder} does not exist")
+    target, folder = check_writable(path, force=force, inputs=inputs)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
         # mkstemp makes the file 0600; the result must have the mode any other tool would
@@ -56,6 +42,29 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *,
             pass
         raise
     return target
+
+
+def check_writable(path: str | os.PathLike, *, force: bool = False,
+                   inputs: Iterable[str | os.PathLike] = ()) -> tuple[Path, Path]:
+    """The checks of ``write_atomic``, alone: a command that takes long to produce its
+    output (an export) runs them first, so a refusal costs nothing. Returns the target
+    and its folder."""
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"{target}: is a directory")
+    for inp in inputs:
+        try:
+            if target.exists() and Path(inp).exists() and target.samefile(inp):
+                raise OutputError(f"{target}: is an input of this command; refusing to "
+                                  "overwrite it")
+        except OSError:
+            continue
+    if target.exists() and not force:
+        raise OutputError(f"{target}: already exists; pass --force to replace it")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"{target}: folder {folder} does not exist")
+    return target, folder
 
 
 def _umask() -> int:
