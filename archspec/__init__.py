@@ -35,7 +35,8 @@ def build(spec: "DenseNetSpec | Plan | str | _os.PathLike", *,
           seed: "int | None" = None, allow_large: bool = False,
           weights: "str | _os.PathLike | _typing.Mapping[str, torch.Tensor] | None" = None,
           drop_head: bool = False, features_only: bool = False,
-          out_indices: "_typing.Sequence[int] | None" = None) -> "torch.nn.Module":
+          out_indices: "_typing.Sequence[int] | None" = None,
+          overrides: "_typing.Mapping[str, _typing.Any] | None" = None) -> "torch.nn.Module":
     """Build the nn.Module a spec describes (a DenseNet, or with ``features_only`` a
     backbone returning feature maps).
 
@@ -43,7 +44,8 @@ def build(spec: "DenseNetSpec | Plan | str | _os.PathLike", *,
     torchvision's initialisation for that seed without touching the global RNG;
     ``device``/``dtype`` move the model after it is initialised on the CPU; ``weights`` is a
     checkpoint path or a state_dict (torchvision, timm or archspec keys; ``drop_head``
-    keeps the new classifier); ``allow_large`` skips the resource guard. See
+    keeps the new classifier); ``allow_large`` skips the resource guard; ``overrides``
+    ({key.path: value}) make a variant of a named or file spec. See
     :func:`archspec.builder.build`.
     """
     # builder, not build: a submodule named build would replace this function on import.
@@ -51,7 +53,7 @@ def build(spec: "DenseNetSpec | Plan | str | _os.PathLike", *,
 
     return _build(spec, device=device, dtype=dtype, seed=seed, allow_large=allow_large,
                   weights=weights, drop_head=drop_head, features_only=features_only,
-                  out_indices=out_indices)
+                  out_indices=out_indices, overrides=overrides)
 
 
 def from_module(model: "torch.nn.Module", *, name: "str | None" = None,

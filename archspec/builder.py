@@ -236,11 +236,14 @@ class DenseNetFeatures(nn.Module):
         return out
 
 
-def _as_plan(spec: Any) -> Plan:
+def _as_plan(spec: Any, overrides: Optional[Mapping[str, Any]] = None) -> Plan:
+    if overrides and not isinstance(spec, (str, os.PathLike)):
+        raise TypeError("overrides apply to a zoo name or a path; for a DenseNetSpec use "
+                        "archspec.load(name, overrides=...) first")
     if isinstance(spec, Plan):
         return spec
     if isinstance(spec, (str, os.PathLike)):
-        spec = load(spec)
+        spec = load(spec, overrides=dict(overrides) if overrides else None)
     if not isinstance(spec, DenseNetSpec):
         raise TypeError(f"build() takes a spec, a plan, a zoo name or a path, not "
                         f"{type(spec).__name__}")
@@ -252,10 +255,13 @@ def build(spec: DenseNetSpec | Plan | str | os.PathLike, *, device: Any = None,
           allow_large: bool = False,
           weights: str | os.PathLike | Mapping[str, Tensor] | None = None,
           drop_head: bool = False, features_only: bool = False,
-          out_indices: tuple[int, ...] | list[int] | None = None) -> nn.Module:
+          out_indices: tuple[int, ...] | list[int] | None = None,
+          overrides: Mapping[str, Any] | None = None) -> nn.Module:
     """Build the nn.Module a spec describes.
 
-    ``spec`` may be a DenseNetSpec, a Plan, a zoo name or a path. The model is initialised
+    ``spec`` may be a DenseNetSpec, a Plan, a zoo name or a path; with a name or a path,
+    ``overrides`` ({key.path: value}, as ``archspec.load`` takes them) make a variant, so
+    a config file (Hydra's ``_target_``, jsonargparse's ``class_path``) can say both. The model is initialised
     on the CPU (with ``seed``, if given, without touching the global RNG state; the same
     seed gives bitwise the same weights as torchvision's constructor after
     ``torch.manual_seed(seed)``) and then moved to ``device`` and ``dtype``.
@@ -270,7 +276,7 @@ def build(spec: DenseNetSpec | Plan | str | os.PathLike, *, device: Any = None,
     DenseNetFeatures backbone whose forward gives the feature maps of
     ``plan.feature_info`` (``out_indices`` selects some of them).
     """
-    p = _as_plan(spec)
+    p = _as_plan(spec, overrides)
     dtype_bytes = torch.empty((), dtype=dtype or torch.float32).element_size()
     # Built on the CPU first, then moved: both must hold the weights.
     check_resources(p, device="cpu", dtype_bytes=4, allow_large=allow_large)

@@ -8,6 +8,7 @@ activation, so module paths stay stable across specs; they hold no parameters.
 
 # No `from __future__ import annotations` here: torch.fx generates code from these
 # modules' annotations, and TorchScript reads them; both need real types.
+import warnings
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from math import comb
@@ -216,7 +217,25 @@ class DenseBlock(nn.ModuleDict):
             return False
         if torch.jit.is_tracing() or _fx_symbolic_tracing():
             return False  # a traced graph is for deployment: the plain function
+        if self._has_sync_batch_norm():
+            return False
         return x.requires_grad or any(p.requires_grad for p in self.parameters())
+
+    @torch.jit.unused
+    def _has_sync_batch_norm(self) -> bool:
+        """SyncBatchNorm (after nn.SyncBatchNorm.convert_sync_batchnorm) normalises with
+        statistics all-reduced across ranks. Recomputing it would all-reduce again and
+        update its running statistics twice, and a local recomputation would normalise
+        differently from the forward; so a block holding one takes the plain path, with
+        exact gradients and one update, and without the memory savings (warned once)."""
+        if not any(isinstance(m, nn.SyncBatchNorm) for m in self.modules()):
+            return False
+        if not getattr(self, "_warned_sync", False):
+            self._warned_sync = True
+            warnings.warn("memory_efficient is not applied to dense blocks with "
+                          "SyncBatchNorm: they train on the plain path (same gradients, "
+                          "more memory)", stacklevel=3)
+        return True
 
     @torch.jit.unused
     def _shared_storage(self, x: Tensor) -> Tensor:
