@@ -318,9 +318,10 @@ LEVELS = (False, True, "max")  # memory_efficient: off, the efficient-DenseNet t
 def section_memory(device: str, repeats: int, quick: bool) -> list[str]:
     batch = 8 if quick else 64
     cuda = device.startswith("cuda")
-    allocators = [("glibc defaults", None)] if cuda else \
+    allocators = [("PyTorch's CUDA caching allocator", None)] if cuda else \
         [("glibc defaults", None), ("MALLOC_MMAP_THRESHOLD_=131072", FIXED_MMAP)]
-    what = ("torch.cuda.max_memory_allocated" if cuda else
+    what = ("torch.cuda.max_memory_allocated (GPU MB; peak and step MB are the host "
+            "process's RSS)" if cuda else
             "the process's peak RSS during two training steps (VmHWM, reset just before "
             "them); step MB is that peak minus the RSS before the steps, i.e. what training "
             "adds to the built model and the loaded runtime")
@@ -392,14 +393,21 @@ def section_compile(device: str, quick: bool) -> list[str]:
     with torch.no_grad():
         y = compiled(x)
         compile_s = time.perf_counter() - t0
-        diff = (y - m(x)).abs().max().item()
+        ref = m(x)
+        diff = (y - ref).abs().max().item()
         t = ab({"eager": lambda: m(x), "compiled": lambda: compiled(x)}, 5 if quick else 15,
                device)
+    # On CUDA, convolutions may run in TF32 (10-bit mantissa) in eager and compiled alike,
+    # with different kernels: their outputs agree to about 1e-3 of the output's scale.
+    tf32 = device.startswith("cuda") and torch.backends.cudnn.allow_tf32
+    tol = 2e-3 * ref.abs().max().item() if tf32 else 1e-4
+    why = " (TF32 convolutions: 2e-3 of the largest output)" if tf32 else ""
     return [f"## torch.compile ({backend}, fullgraph=True), {name} eval, batch {batch}", "",
             "| mode | median ms | min-max ms | ratio |", "|---|---:|---:|---:|",
             row("eager", t["eager"], None), row("compiled", t["compiled"], t["eager"]), "",
             f"Compile and first call: {compile_s:.1f} s; max abs difference from eager: "
-            f"{diff:.2e} (must be within 1e-4).", ""]
+            f"{diff:.2e} (must be within {tol:.1e}{why}): "
+            f"{'ok' if diff <= tol else 'OVER'}.", ""]
 
 
 def section_cuda_extras(device: str, repeats: int) -> list[str]:

@@ -171,12 +171,15 @@ def test_memory_efficient_lowers_measured_peak_memory():
             "print(json.dumps(run.measure_memory('archspec', {eff}, 'cpu', 16)))")
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
     step = {}
-    for eff in (False, True):
+    for eff in (False, True, "max"):
         out = subprocess.run([sys.executable, "-c", code.format(root=str(REPO / "benchmarks"),
-                                                                 eff=eff)],
+                                                                 eff=repr(eff))],
                              capture_output=True, text=True, check=True, env=env)
         step[eff] = json.loads(out.stdout.strip().splitlines()[-1])["step_mb"]
-    assert step[True] < 0.5 * step[False], step
+    # Measured 0.24x and 0.61x (docs/benchmarks.md): max keeps only block outputs; true
+    # also keeps conv outputs and its backward's transients show in the peak.
+    assert step["max"] < 0.5 * step[False], step
+    assert step[True] < 0.8 * step[False], step
 
 
 def test_compile_fullgraph_matches_eager():
