@@ -236,15 +236,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     p = _plan(args.spec, args)
     if args.batch < 1:
         raise _Usage(f"--batch must be at least 1, got {args.batch}")
+    # The guard again inside build(); here first so an absurd spec fails before torch loads.
+    check_resources(p, device="cpu", allow_large=args.allow_large)
     try:
-        from .deploy import format_for
+        from .deploy import format_for  # imports torch
         fmt = format_for(args.output)
     except ValueError as e:
         raise _Usage(str(e)) from None
     inputs = [args.spec] + ([args.weights] if args.weights else [])
     check_writable(args.output, force=args.force, inputs=inputs)  # before the slow part
-    check_resources(p, device="cpu", allow_large=args.allow_large)
-    from .builder import build  # imports torch
+    from .builder import build
     from .deploy import TOLERANCE, ExportError, export
     from .inference import optimize_for_inference
 

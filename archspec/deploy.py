@@ -67,7 +67,7 @@ def export(model: nn.Module, path: str | os.PathLike, *,
            input_shape: tuple[int, int, int] | None = None, batch: int = 1,
            dynamic_batch: bool = False, force: bool = False, inputs: tuple | list = (),
            seed: int = 0) -> ExportResult:
-    """Export ``model`` (made eval, on the CPU, float32) to ``path``, in the format of its
+    """Export ``model`` (a float32 model on the CPU, made eval meanwhile) to ``path``, in the format of its
     suffix, after checking the exported artefact against eager within ``TOLERANCE`` at
     ``batch`` (and, with ``dynamic_batch``, at another batch size too). ``input_shape``
     (C, H, W) defaults to the input of the spec the model was built from.
@@ -89,22 +89,18 @@ def export(model: nn.Module, path: str | os.PathLike, *,
     try:
         gen = torch.Generator().manual_seed(seed)
         x = torch.randn(batch, *input_shape, generator=gen)
-        try:
+        with _failures_as(f"{fmt} export failed"):
             data = _EXPORTERS[fmt](model, x, dynamic_batch)
-        except ExportError:
-            raise
-        except Exception as e:  # exporters raise many types; say which step failed
-            raise ExportError(f"{fmt} export failed: {type(e).__name__}: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-                              ) from e
-        run = _LOADERS[fmt](data)
+        with _failures_as(f"loading the {fmt} artefact back failed"):
+            run = _LOADERS[fmt](data)
         sizes = [batch] + ([batch + 1] if dynamic_batch else [])
         diffs: dict[int, float] = {}
         for n in sizes:
             xi = x if n == batch else torch.randn(n, *input_shape, generator=gen)
             with torch.no_grad():
                 want = model(xi)
-            got = run(xi)
+            with _failures_as(f"running the {fmt} artefact at batch {n} failed"):
+                got = run(xi)
             if tuple(got.shape) != tuple(want.shape):
                 raise ExportError(f"the {fmt} artefact returned shape {tuple(got.shape)} at "
                                   f"batch {n}; eager returns {tuple(want.shape)}")
@@ -197,6 +193,19 @@ def _load_onnx(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
     def run(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {name: x.contiguous().numpy()})[0])
     return run
+
+
+@contextmanager
+def _failures_as(what: str):
+    """Exporters and runtimes raise many types; report which step failed, in one line."""
+    try:
+        yield
+    except ExportError:
+        raise
+    except Exception as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ExportError(f"{what}: {type(e).__name__}" + (f": {detail}" if detail else "")
+                          ) from e
 
 
 @contextmanager

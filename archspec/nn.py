@@ -159,14 +159,6 @@ def _batch_statistics_once(norm: nn.Module, x: Tensor) -> Tensor:
     return norm(x)
 
 
-def _eager() -> bool:
-    """True in plain eager Python: not scripting, tracing (jit or FX), exporting or
-    compiling, where the autograd.Function of the memory-efficient block cannot go."""
-    if torch.jit.is_scripting() or torch.jit.is_tracing():
-        return False
-    return not (_fx_symbolic_tracing() or torch.compiler.is_compiling())
-
-
 class DenseBlock(nn.ModuleDict):
     """Layers ``denselayer1..L``; returns the block input concatenated with every layer's output.
 
@@ -199,7 +191,7 @@ class DenseBlock(nn.ModuleDict):
     def forward(self, init_features: Tensor) -> Tensor:
         if not torch.jit.is_scripting():
             if self._recomputes(init_features):
-                if _eager():
+                if not torch.compiler.is_compiling():
                     return self._shared_storage(init_features)
                 if self.training and not _exporting():
                     return self._checkpointed(init_features)
@@ -244,7 +236,7 @@ class DenseBlock(nn.ModuleDict):
 
     @torch.jit.unused
     def _checkpointed(self, x: Tensor) -> Tensor:
-        """The compiled (and exported-for-training) form: torchvision's memory-efficient
+        """The compiled form: torchvision's memory-efficient
         layer, checkpointing concatenation-norm1-act-conv1, which dynamo traces as one
         higher-order op. BatchNorm's update happens in the forward graph only."""
         from torch.utils.checkpoint import checkpoint

@@ -126,7 +126,7 @@ def check_model(plan: Plan, model: nn.Module, *, batch: int = 2, device: Any = N
         # The times reported are of the call after `warmup` untimed ones: a first call
         # pays for cuDNN's algorithm search, lazy CUDA initialisation and the allocator's
         # first growth (425 ms for densenet121's forward on an H100, against a few warm).
-        for call in range(warmup + 1):
+        for _ in range(warmup + 1):
             model.zero_grad(set_to_none=True)
             t0 = time.perf_counter()
             with torch.set_grad_enabled(backward):

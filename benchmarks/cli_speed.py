@@ -30,16 +30,23 @@ def _time(cmd: list[str]) -> tuple[float, str]:
     return time.perf_counter() - t0, proc.stdout
 
 
-def measure(repeats: int) -> dict:
-    ours_cmd = [sys.executable, "-m", "archspec", "summary", "densenet121", "--format", "json"]
-    base_cmd = [sys.executable, "-c", BASELINE]
-    _time(ours_cmd), _time(base_cmd)  # warm the file cache for both
+def alternate(ours_cmd: list[str], base_cmd: list[str], repeats: int
+              ) -> tuple[list[float], list[float], str, str]:
+    """Seconds of each whole process, A and B alternating (after one warm-up run of each,
+    for the file cache); with the last stdout of each."""
+    _time(ours_cmd), _time(base_cmd)
     ours, base = [], []
     for _ in range(repeats):
         t, out_a = _time(ours_cmd)
         ours.append(t)
         t, out_b = _time(base_cmd)
         base.append(t)
+    return ours, base, out_a, out_b
+
+
+def measure(repeats: int) -> dict:
+    ours_cmd = [sys.executable, "-m", "archspec", "summary", "densenet121", "--format", "json"]
+    ours, base, out_a, out_b = alternate(ours_cmd, [sys.executable, "-c", BASELINE], repeats)
     params_a, params_b = json.loads(out_a)["params"], int(out_b.strip())
     return {"ours": ours, "base": base, "params": (params_a, params_b)}
 

@@ -329,7 +329,7 @@ def section_memory(device: str, repeats: int, quick: bool) -> list[str]:
            "`memory_efficient: true` is the efficient-DenseNet trade (concatenation, norms "
            "and activations recomputed in backward, convolution outputs kept); `max` keeps "
            "only each block's output and reruns the convolutions too.", "",
-           f"### Saved activations (saved_tensors_hooks), one training forward", "",
+           "### Saved activations (saved_tensors_hooks), one training forward", "",
            "| model, batch, input | memory_efficient | saved MB | ratio to off |",
            "|---|---|---:|---:|"]
     for name, n, size in ([("densenet-bc-100-12", batch, 32), ("densenet121", 2 if quick

@@ -20,13 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cli_speed import _time  # noqa: E402  one way to time a whole process
+from cli_speed import BASELINE, alternate  # noqa: E402  one way to time whole processes
 
-BASELINE = """
-import torchinfo, torchvision
-model = torchvision.models.densenet121()
-print(torchinfo.summary(model, input_size=(1, 3, 224, 224), verbose=0).total_params)
-"""
 # 41 growth rates x 50 depths, every one a valid DenseNet-BC (depth = 4 + 6n), up to L=334
 VARY = ["--vary", "growth_rate=8..48", "--vary", "depth=40..334:6"]
 
@@ -34,13 +29,7 @@ VARY = ["--vary", "growth_rate=8..48", "--vary", "depth=40..334:6"]
 def measure(repeats: int) -> dict:
     ours_cmd = [sys.executable, "-m", "archspec", "search", "densenet-bc-100-12", *VARY,
                 "--max-params", "1M", "--format", "json"]
-    base_cmd = [sys.executable, "-c", BASELINE]
-    _time(ours_cmd), _time(base_cmd)  # warm the file cache for both
-    ours, base = [], []
-    for _ in range(repeats):
-        t, out = _time(ours_cmd)
-        ours.append(t)
-        base.append(_time(base_cmd)[0])
+    ours, base, out, _ = alternate(ours_cmd, [sys.executable, "-c", BASELINE], repeats)
     data = json.loads(out)
 
     import archspec
