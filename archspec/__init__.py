@@ -21,6 +21,7 @@ from .search import search
 if _typing.TYPE_CHECKING:  # for editors and type checkers only: torch stays lazy
     import torch
 
+    from .builder import DenseNet, DenseNetFeatures
     from .deploy import ExportResult
 
 __version__ = "0.1.0"
@@ -28,6 +29,24 @@ __version__ = "0.1.0"
 __all__ = ["load", "loads", "plan", "load_plan", "search", "build", "from_module",
            "optimize_for_inference", "export", "canonical", "content_hash", "SpecError",
            "Problem", "Plan", "Stage", "LayerPlan", "DenseNetSpec", "StemType", "__version__"]
+
+
+# The model classes live in archspec.builder, which imports torch; they are looked up
+# here only when named (``archspec.DenseNet``, as LightningCLI's ``class_path`` names a
+# model class), so ``import archspec`` stays torch-free. Not in __all__ for that reason.
+_LAZY = {"DenseNet", "DenseNetFeatures"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from . import builder
+
+        return getattr(builder, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _LAZY)
 
 
 def build(spec: "DenseNetSpec | Plan | str | _os.PathLike", *,

@@ -47,12 +47,27 @@ class DenseNet(nn.Module):
     ``reset_classifier``, ``set_grad_checkpointing``, ``pretrained_cfg``. With
     ``num_classes: 0`` the classifier is an Identity and ``forward`` returns the pooled
     features, as timm's headless models do.
+
+    The constructor takes what ``archspec.build`` takes for a classifier on the CPU (a
+    spec, plan, zoo name or path; ``overrides``, ``seed``, ``weights``, ``drop_head``,
+    ``allow_large``), so a config tool can name the class itself (LightningCLI's
+    ``class_path: archspec.DenseNet``); ``build`` adds ``device`` and ``dtype``.
     """
 
     __jit_unused_properties__ = ["default_cfg"]  # a Python dict: not for TorchScript
 
-    def __init__(self, plan: Plan):
+    def __init__(self, spec: DenseNetSpec | Plan | str | os.PathLike, *,
+                 overrides: Mapping[str, Any] | None = None, seed: int | None = None,
+                 weights: str | os.PathLike | Mapping[str, Tensor] | None = None,
+                 drop_head: bool = False, allow_large: bool = False):
         super().__init__()
+        plan = _as_plan(spec, overrides)
+        check_resources(plan, device="cpu", dtype_bytes=4, allow_large=allow_large)
+        _seeded(seed, lambda: self._make(plan))
+        if weights is not None:
+            _load_weights(self, weights, drop_head)
+
+    def _make(self, plan: Plan) -> None:
         self.plan = plan
         spec = plan.spec
         norm, act = make_norm(spec.norm), make_activation(spec.activation)
@@ -197,11 +212,23 @@ class DenseNetFeatures(nn.Module):
     are the classifier model's minus ``classifier.*``.
     """
 
-    def __init__(self, plan: Plan, out_indices: Optional[Tuple[int, ...]] = None):
+    def __init__(self, spec: DenseNetSpec | Plan | str | os.PathLike,
+                 out_indices: tuple[int, ...] | list[int] | None = None, *,
+                 overrides: Mapping[str, Any] | None = None, seed: int | None = None,
+                 weights: str | os.PathLike | Mapping[str, Tensor] | None = None,
+                 allow_large: bool = False):
         super().__init__()
+        plan = _as_plan(spec, overrides)
+        check_resources(plan, device="cpu", dtype_bytes=4, allow_large=allow_large)
+        _seeded(seed, lambda: self._make(plan, out_indices))
+        if weights is not None:  # a backbone has no classifier: the checkpoint's is left out
+            _load_weights(self, weights, True)
+
+    def _make(self, plan: Plan, out_indices: Optional[Tuple[int, ...]]) -> None:
         info = list(plan.feature_info)
         if out_indices is None:
             out_indices = tuple(range(len(info)))
+        out_indices = tuple(out_indices)
         bad = [i for i in out_indices if not -len(info) <= i < len(info)]
         if bad:
             raise ValueError(f"out_indices {bad} out of range: {plan.name} has "
@@ -209,7 +236,7 @@ class DenseNetFeatures(nn.Module):
         self.plan = plan
         self.out_indices = tuple(i % len(info) for i in out_indices)
         self.feature_info = FeatureInfo(info[i] for i in self.out_indices)
-        full = DenseNet(plan)
+        full = DenseNet(plan, allow_large=True)  # checked above
         self.features = full.features  # same modules, same init, same names
         self.activation = full.activation
         # Positions in ``features`` (plain ints, so TorchScript and FX read them): where a
@@ -236,6 +263,23 @@ class DenseNetFeatures(nn.Module):
         return out
 
 
+def _seeded(seed: Optional[int], make: Any) -> None:
+    """Run ``make`` with the global RNG seeded, restoring its state after: the same seed
+    gives torchvision's weights for that seed (its constructor draws in the same order)."""
+    if seed is None:
+        make()
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        make()
+
+
+def _load_weights(model: nn.Module, weights: Any, drop_head: bool) -> None:
+    from .weights import load_weights  # remapping of torchvision and timm keys
+
+    load_weights(model, weights, drop_head=drop_head)
+
+
 def _as_plan(spec: Any, overrides: Optional[Mapping[str, Any]] = None) -> Plan:
     if overrides and not isinstance(spec, (str, os.PathLike)):
         raise TypeError("overrides apply to a zoo name or a path; for a DenseNetSpec use "
@@ -245,7 +289,7 @@ def _as_plan(spec: Any, overrides: Optional[Mapping[str, Any]] = None) -> Plan:
     if isinstance(spec, (str, os.PathLike)):
         spec = load(spec, overrides=dict(overrides) if overrides else None)
     if not isinstance(spec, DenseNetSpec):
-        raise TypeError(f"build() takes a spec, a plan, a zoo name or a path, not "
+        raise TypeError(f"a DenseNet is built from a spec, a plan, a zoo name or a path, not "
                         f"{type(spec).__name__}")
     return make_plan(spec)
 
@@ -277,27 +321,17 @@ def build(spec: DenseNetSpec | Plan | str | os.PathLike, *, device: Any = None,
     ``plan.feature_info`` (``out_indices`` selects some of them).
     """
     p = _as_plan(spec, overrides)
-    dtype_bytes = torch.empty((), dtype=dtype or torch.float32).element_size()
     # Built on the CPU first, then moved: both must hold the weights.
     check_resources(p, device="cpu", dtype_bytes=4, allow_large=allow_large)
     if device is not None and torch.device(device).type != "cpu":
+        dtype_bytes = torch.empty((), dtype=dtype or torch.float32).element_size()
         check_resources(p, device=device, dtype_bytes=dtype_bytes, allow_large=allow_large)
-    def make() -> nn.Module:
-        if features_only:
-            return DenseNetFeatures(p, tuple(out_indices) if out_indices is not None else None)
-        return DenseNet(p)
-
-    if seed is None:
-        model = make()
+    if features_only:  # allow_large=True: checked just above
+        model: nn.Module = DenseNetFeatures(p, out_indices, seed=seed, weights=weights,
+                                            allow_large=True)
     else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = make()
-    if weights is not None:
-        from .weights import load_weights
-
-        # a backbone has no classifier: the checkpoint's is left out like with drop_head
-        load_weights(model, weights, drop_head=drop_head or features_only)
+        model = DenseNet(p, seed=seed, weights=weights, drop_head=drop_head,
+                         allow_large=True)
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model
@@ -340,5 +374,5 @@ def load_checkpoint(path: str | os.PathLike, *, device: Any = None) -> DenseNet:
 
 def expected_state(spec: DenseNetSpec | Plan | str | os.PathLike) -> nn.Module:
     """The model a spec describes, on the meta device: names and shapes, no memory."""
-    with torch.device("meta"):
-        return DenseNet(_as_plan(spec))
+    with torch.device("meta"):  # nothing is allocated: no resource guard
+        return DenseNet(_as_plan(spec), allow_large=True)

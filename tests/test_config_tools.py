@@ -67,3 +67,45 @@ def test_jsonargparse_class_path_builds_a_variant(tmp_path):
 def test_overrides_need_a_name_or_a_path():
     with pytest.raises(TypeError, match="overrides apply to a zoo name or a path"):
         archspec.build(archspec.load("densenet121"), overrides={"growth_rate": 48})
+
+
+def test_jsonargparse_names_the_model_class(tmp_path):
+    """LightningCLI's subclass mode: ``class_path`` names a model class and ``init_args``
+    are its constructor's; ``archspec.DenseNet`` resolves lazily (torch-free import)."""
+    jsonargparse = pytest.importorskip("jsonargparse")
+    config = tmp_path / "config.yaml"
+    config.write_text(textwrap.dedent("""\
+        model:
+          class_path: archspec.DenseNet
+          init_args:
+            spec: densenet-bc-100-12
+            seed: 3
+            overrides: {depth: 40, num_classes: 100}
+        """))
+    parser = jsonargparse.ArgumentParser()
+    parser.add_argument("--model", type=torch.nn.Module)
+    parser.add_argument("--config", action=jsonargparse.ActionConfigFile)
+    cfg = parser.parse_args(["--config", str(config)])
+    model = parser.instantiate(cfg).model
+    assert type(model) is archspec.DenseNet and model.num_classes == 100
+    _same_weights(model, _expected(depth=40, num_classes=100))
+
+
+def test_model_classes_take_builds_arguments(tmp_path):
+    """``archspec.DenseNet(...)`` and ``archspec.DenseNetFeatures(...)`` are ``build`` on
+    the CPU: same weights for a seed, same resource guard, weights loaded by name."""
+    from archspec.resources import ResourceError
+
+    model = archspec.DenseNet("densenet-bc-100-12", seed=3)
+    _same_weights(model, archspec.build("densenet-bc-100-12", seed=3))
+    path = tmp_path / "w.pt"
+    torch.save(model.state_dict(), path)
+    backbone = archspec.DenseNetFeatures("densenet-bc-100-12", [0, 2], weights=path)
+    info = archspec.plan(archspec.load("densenet-bc-100-12")).feature_info
+    assert backbone.feature_info.channels() == [info[0]["num_chs"], info[2]["num_chs"]]
+    state = model.state_dict()
+    for k, v in backbone.state_dict().items():  # the classifier's keys are left out
+        torch.testing.assert_close(v, state[k], rtol=0, atol=0, msg=k)
+    assert len(state) - len(backbone.state_dict()) == 2
+    with pytest.raises(ResourceError):
+        archspec.DenseNet("densenet121", overrides={"growth_rate": 4096})
