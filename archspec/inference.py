@@ -74,7 +74,15 @@ class _Clamp(nn.Module):
         self.register_buffer("hi", hi.to(dtype).view(1, -1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.clamp(x, self.lo, self.hi)
+        if x.dtype == self.lo.dtype:
+            return torch.clamp(x, self.lo, self.hi)
+        # Under autocast the activations are bf16/fp16 and the bounds fp32: a plain clamp
+        # would promote its output to fp32 (twice the bytes written) and the next conv
+        # would spend a pass casting it back. Bounds in x's dtype keep it one bf16 pass
+        # (densenet121 b8 on CPU, bf16 autocast: 0.92x -> 1.14x torchvision's
+        # throughput; writing through out= instead was slower there, 0.62x). Rounding a
+        # bound moves the clamp by at most x's own rounding.
+        return torch.clamp(x, self.lo.to(x.dtype), self.hi.to(x.dtype))
 
 
 def _conv(weight: Tensor, bias: Optional[Tensor], like: nn.Conv2d) -> nn.Conv2d:

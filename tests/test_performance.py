@@ -82,6 +82,33 @@ def test_optimized_model_folds_and_reorders():
         optimize_for_inference(torch.nn.Conv2d(3, 3, 1))
 
 
+def test_optimize_for_inference_keeps_autocast_dtype():
+    """Under bf16 autocast every folded clamp reads and writes bf16 (a clamp against fp32
+    bounds would promote to fp32 and cost a cast pass per layer), and the output stays
+    as close to the model's own autocast output as bf16 allows."""
+    from archspec.inference import _Clamp
+
+    spec = archspec.load("densenet121", overrides={"block_config": "[2, 2, 2, 2]",
+                                                   "expect": None})
+    model = archspec.build(spec, seed=0).eval()
+    _randomise_norms(model)
+    fast = optimize_for_inference(model)
+    seen = set()
+    for m in fast.modules():
+        if isinstance(m, _Clamp):
+            m.register_forward_hook(lambda m, i, o: seen.add((i[0].dtype, o.dtype)))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got, want = fast(x), model(x)
+    assert seen == {(torch.bfloat16, torch.bfloat16)}
+    with torch.no_grad():
+        exact = model(x)
+    # bf16 keeps 8 bits: both autocast outputs are that far from fp32, and no further
+    scale = exact.abs().max().item()
+    assert (got.float() - exact).abs().max().item() < 0.05 * scale
+    assert (got.float() - exact).abs().max() < 3 * (want.float() - exact).abs().max() + 1e-3
+
+
 LEVELS = (True, "max")
 
 
