@@ -97,11 +97,12 @@ def export(model: "torch.nn.Module", path: "str | _os.PathLike", *,
                    dynamic_batch=dynamic_batch, force=force, seed=seed)
 
 
-def optimize_for_inference(model: "torch.nn.Module", *, channels_last: bool = True
-                           ) -> "torch.nn.Module":
+def optimize_for_inference(model: "torch.nn.Module", *, channels_last: bool = True,
+                           example_input: "torch.Tensor | None" = None) -> "torch.nn.Module":
     """An eval-only, faster copy of a built DenseNet or ``features_only`` backbone (norms
     folded, transitions pooled before their convs, no per-layer concatenation,
-    channels_last); see :func:`archspec.inference.optimize_for_inference`."""
+    channels_last); with ``example_input``, its forward recorded as a CUDA graph for
+    small static batches. See :func:`archspec.inference.optimize_for_inference`."""
     from .inference import optimize_for_inference as _optimize
 
-    return _optimize(model, channels_last=channels_last)
+    return _optimize(model, channels_last=channels_last, example_input=example_input)

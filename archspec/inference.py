@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .nn import BlurPool2d, DenseLayer, Transition, make_activation
+from .nn import BlurPool2d, DenseLayer, Transition, _fx_symbolic_tracing, make_activation
 from .schema import Activation, NormType
 
 __all__ = ["optimize_for_inference", "InferenceDenseNet", "InferenceDenseNetFeatures"]
@@ -74,14 +74,13 @@ class _Clamp(nn.Module):
         self.register_buffer("hi", hi.to(dtype).view(1, -1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dtype == self.lo.dtype:
-            return torch.clamp(x, self.lo, self.hi)
-        # Under autocast the activations are bf16/fp16 and the bounds fp32: a plain clamp
-        # would promote its output to fp32 (twice the bytes written) and the next conv
-        # would spend a pass casting it back. Bounds in x's dtype keep it one bf16 pass
+        # Bounds in x's dtype (a no-op in fp32). Under autocast the activations are
+        # bf16/fp16 and the bounds fp32: a plain clamp would promote its output to fp32
+        # (twice the bytes written) and the next conv would spend a pass casting it back
         # (densenet121 b8 on CPU, bf16 autocast: 0.92x -> 1.14x torchvision's
         # throughput; writing through out= instead was slower there, 0.62x). Rounding a
-        # bound moves the clamp by at most x's own rounding.
+        # bound moves the clamp by at most x's own rounding. No branch on the dtype: FX
+        # cannot trace one.
         return torch.clamp(x, self.lo.to(x.dtype), self.hi.to(x.dtype))
 
 
@@ -156,6 +155,9 @@ class _FastBlock(nn.Module):
         self.channels_last = channels_last
 
     def forward(self, x: Tensor) -> Tensor:
+        if not torch.jit.is_scripting():
+            if self._records_grad(x):
+                return self._concatenated(x)
         size = [x.shape[0], self.out_channels, x.shape[2], x.shape[3]]
         if self.channels_last:
             buf = torch.empty(size, dtype=x.dtype, device=x.device,
@@ -167,6 +169,22 @@ class _FastBlock(nn.Module):
             c, k = layer.in_channels, layer.growth_rate
             buf[:, c:c + k].copy_(layer(buf[:, :c]))
         return buf
+
+    @torch.jit.unused
+    def _records_grad(self, x: Tensor) -> bool:
+        """Whether autograd records this call (input gradients: saliency maps, adversarial
+        examples). The buffer cannot carry them: each layer's write into it bumps the
+        version of the prefixes autograd saved. Tracing records the buffer path."""
+        if torch.jit.is_tracing() or _fx_symbolic_tracing():
+            return False
+        return torch.is_grad_enabled() and x.requires_grad
+
+    @torch.jit.unused
+    def _concatenated(self, x: Tensor) -> Tensor:
+        features = [x]
+        for layer in self.layers:
+            features.append(layer(torch.cat(features, 1)))
+        return torch.cat(features, 1)
 
 
 class _FastTransition(nn.Module):
@@ -310,11 +328,17 @@ class InferenceDenseNetFeatures(InferenceDenseNet):
         return out
 
 
-def optimize_for_inference(model: nn.Module, *, channels_last: bool = True
-                           ) -> InferenceDenseNet:
+def optimize_for_inference(model: nn.Module, *, channels_last: bool = True,
+                           example_input: Optional[Tensor] = None) -> nn.Module:
     """An eval-only copy of an archspec DenseNet or ``features_only`` backbone, rearranged
     for speed (see the module docstring). The original model is left untouched; weights
-    are copied at call time."""
+    are copied at call time.
+
+    With ``example_input`` (a batch on the model's device, in the dtype and under the
+    autocast state calls will use) the copy's forward is also recorded as a CUDA graph
+    and replayed for calls of that shape or a smaller batch: a
+    :class:`archspec.capture.CapturedInference`, for small batches where launch
+    overhead dominates."""
     if not hasattr(model, "plan") or not hasattr(model, "features"):
         raise TypeError("optimize_for_inference takes a model built by archspec.build "
                         f"(a DenseNet or a features_only backbone), not {type(model).__name__}")
@@ -322,4 +346,15 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True
 
     cls = InferenceDenseNet if hasattr(model, "classifier") else InferenceDenseNetFeatures
     with torch.no_grad():  # folded weights and bounds are constants, not graph nodes
-        return cls(copy.deepcopy(model).eval(), channels_last)
+        fast = cls(copy.deepcopy(model).eval(), channels_last)
+    if example_input is None:
+        return fast
+    if not isinstance(example_input, Tensor):
+        raise TypeError(f"example_input must be a tensor, not {type(example_input).__name__}")
+    device = next(fast.parameters()).device
+    if example_input.device != device:
+        raise ValueError(f"example_input is on {example_input.device}, the model on "
+                         f"{device}: record on the device calls will use")
+    from .capture import CapturedInference  # only here: most callers never record
+
+    return CapturedInference(fast, example_input)

@@ -109,6 +109,22 @@ def test_optimize_for_inference_keeps_autocast_dtype():
     assert (got.float() - exact).abs().max() < 3 * (want.float() - exact).abs().max() + 1e-3
 
 
+def test_optimized_model_gives_input_gradients():
+    """Saliency maps and adversarial examples need d(output)/d(input): with gradients
+    recorded the optimized blocks concatenate (the shared buffer cannot carry them)."""
+    model = archspec.build("densenet-bc-100-12", seed=0,
+                           overrides={"depth": 40, "expect": None}).eval()
+    _randomise_norms(model)
+    fast = optimize_for_inference(model)
+    x = torch.randn(2, 3, 32, 32)
+    grads = []
+    for m in (model, fast):
+        xi = x.clone().requires_grad_()
+        m(xi)[:, 3].sum().backward()
+        grads.append(xi.grad)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
+
+
 LEVELS = (True, "max")
 
 
