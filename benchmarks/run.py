@@ -1,4 +1,5 @@
-"""archspec against torchvision, side by side: build, train step, eval, memory, compile.
+"""archspec against torchvision, side by side: build, train step, eval (fp32, small batches,
+bf16 autocast), memory, compile.
 
 Every timing alternates A and B in one process and reports medians with min-max over
 repeats; memory is measured per configuration in its own subprocess (peak resident set
@@ -410,6 +411,66 @@ def section_compile(device: str, quick: bool) -> list[str]:
             f"{'ok' if diff <= tol else 'OVER'}.", ""]
 
 
+def section_small(device: str, repeats: int, quick: bool) -> list[str]:
+    """Eval at batch 1 and 8, where a GPU is launch-bound: torchvision in both memory
+    formats, optimize_for_inference, and on CUDA the same with example_input (a recorded
+    CUDA graph) and torch.compile(mode="reduce-overhead") of torchvision's model."""
+    import warnings
+
+    cuda = device.startswith("cuda")
+    size = 64 if quick else 224
+    batches = (1,) if quick else (1, 8)
+    reps = repeats * 4 if cuda else repeats  # a GPU call at batch 1 takes milliseconds
+    cl = torch.channels_last
+    tv = torchvision.models.densenet121().to(device).eval()
+    tv_cl = torchvision.models.densenet121().to(device).eval().to(memory_format=cl)
+    mine = ours("densenet121").to(device).eval()
+    fast = optimize_for_inference(mine)
+    out = [f"## Small batches: eval forward, densenet121, {size}x{size}", "",
+           "| batch | implementation | median ms | min-max ms | images/s | "
+           "ratio to torchvision's best |", "|---:|---|---:|---:|---:|---:|"]
+    notes = []
+    for batch in batches:
+        x = torch.randn(batch, 3, size, size, device=device)
+        xcl = x.contiguous(memory_format=cl)
+        fns = {"tv": lambda: tv(x), "tv_cl": lambda: tv_cl(xcl), "fast": lambda: fast(x)}
+        labels = {"tv": "torchvision, NCHW", "tv_cl": "torchvision, channels_last",
+                  "fast": "archspec optimize_for_inference"}
+        with torch.no_grad():
+            if cuda:
+                graphed = optimize_for_inference(mine, example_input=x)
+                fns["graph"] = lambda: graphed(x)
+                labels["graph"] = "archspec optimize_for_inference(example_input=)"
+                diff = (graphed(x) - fast(x)).abs().max().item()
+                notes.append(f"batch {batch}: recorded graph vs eager optimized model, max "
+                             f"abs difference {diff:.2e}")
+                if not quick:
+                    ro = torch.compile(tv_cl, mode="reduce-overhead")
+                    for _ in range(3):
+                        ro(xcl)
+                    fns["ro"] = lambda: ro(xcl)
+                    labels["ro"] = 'torchvision channels_last, torch.compile("reduce-overhead")'
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    graphed = optimize_for_inference(mine, example_input=x)
+                fns["graph"] = lambda: graphed(x)
+                labels["graph"] = "archspec example_input= (CPU: no graph, eager replay)"
+            t = ab(fns, reps, device, warmup=3)
+        best = "tv_cl" if med(t["tv_cl"]) < med(t["tv"]) else "tv"
+        for key, label in labels.items():
+            ratio = med(t[best]) / med(t[key])
+            bold = "**" if key == "graph" and cuda else ""
+            out.append(f"| {batch} | {label} | {med(t[key]) * 1e3:.2f} | "
+                       f"{min(t[key]) * 1e3:.2f}-{max(t[key]) * 1e3:.2f} | "
+                       f"{batch / med(t[key]):.1f} | {bold}{ratio:.3f}x throughput{bold} |")
+    out += ["", "All rows of one batch alternate in one process. Target (CUDA): the recorded "
+            "graph at least 2x the throughput of torchvision's best format at batch 1 and 8. "
+            "The reduce-overhead row is torchvision's model under torch.compile's own CUDA "
+            "graphs, for comparison." + (" " + "; ".join(notes) + "." if notes else ""), ""]
+    return out
+
+
 def section_cuda_extras(device: str, repeats: int) -> list[str]:
     """bf16 autocast and channels_last training on CUDA, each against torchvision."""
     out = ["## CUDA: bf16 autocast and channels_last, training step, densenet121 batch 64",
@@ -432,13 +493,52 @@ def section_cuda_extras(device: str, repeats: int) -> list[str]:
     return out + [""]
 
 
-SECTIONS = ("build", "train", "eval", "memory", "compile")
+def section_bf16(device: str, repeats: int, quick: bool) -> list[str]:
+    """Eval under bf16 autocast: torchvision channels_last against optimize_for_inference
+    (on CUDA at batch 64 and 8, with the recorded graph at 8; on the CPU at batch 8)."""
+    cuda = device.startswith("cuda")
+    size = 64 if quick else 224
+    batches = ((8,) if quick else (64, 8)) if cuda else ((2,) if quick else (8,))
+    dtype = torch.bfloat16
+    out = [f"## Eval under bf16 autocast, densenet121 {size}x{size}", "",
+           "| batch | implementation | median ms | images/s | ratio to torchvision |",
+           "|---:|---|---:|---:|---:|"]
+    tv = torchvision.models.densenet121().to(device).eval().to(memory_format=torch.channels_last)
+    mine = ours("densenet121").to(device).eval()
+    fast = optimize_for_inference(mine)
+    kind = "cuda" if cuda else "cpu"
+    diffs = []
+    for batch in batches:
+        x = torch.randn(batch, 3, size, size, device=device)
+        xcl = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), torch.autocast(kind, dtype=dtype):
+            fns = {"tv": lambda: tv(xcl), "fast": lambda: fast(x)}
+            if cuda and batch <= 8:
+                graphed = optimize_for_inference(mine, example_input=x)
+                fns["graph"] = lambda: graphed(x)
+            t = ab(fns, repeats * 2 if cuda else repeats, device, warmup=2)
+            ref = mine(x).float()
+            diffs.append((fast(x).float() - ref).abs().max().item() / ref.abs().max().item())
+        labels = {"tv": "torchvision, channels_last", "fast": "archspec optimize_for_inference",
+                  "graph": "archspec optimize_for_inference(example_input=)"}
+        for k in fns:
+            out.append(f"| {batch} | {labels[k]} | {med(t[k]) * 1e3:.2f} | "
+                       f"{batch / med(t[k]):.1f} | {med(t['tv']) / med(t[k]):.3f}x throughput |")
+    return out + ["", "Rows of one batch alternate in one process. Target (CUDA): "
+                  "optimize_for_inference at least 1.25x torchvision's throughput under bf16 "
+                  "autocast, as in fp32. Largest difference from the unoptimised model under "
+                  f"the same autocast, relative to its largest output: {max(diffs):.1e}.", ""]
+
+
+SECTIONS = ("build", "train", "eval", "small", "bf16", "memory", "compile")
 
 
 def run_section(name: str, device: str, repeats: int, quick: bool) -> list[str]:
     return {"build": lambda: section_build(repeats),
             "train": lambda: section_train(device, repeats, quick),
             "eval": lambda: section_eval(device, repeats, quick),
+            "small": lambda: section_small(device, repeats, quick),
+            "bf16": lambda: section_bf16(device, repeats, quick),
             "memory": lambda: section_memory(device, max(3, repeats // 3), quick),
             "compile": lambda: section_compile(device, quick)}[name]()
 

@@ -265,6 +265,7 @@ def test_benchmark_runner_quick_mode(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = out.read_text()
     for heading in ("## Machine", "## Build time", "## Training step", "## Eval forward",
+                    "## Small batches", "## Eval under bf16",
                     "## Memory", "## torch.compile"):
         assert heading in text
     assert "archspec optimize_for_inference" in text and "x throughput" in text
