@@ -420,8 +420,8 @@ def _norm_act_conv_backward(norm: nn.BatchNorm2d, x: Tensor, z: Tensor, stats: t
     """The gradient of conv(z), z = relu(norm(x)), w.r.t. x; the norm's and the conv's
     parameter gradients are accumulated into ``grads``. Every kernel is the one autograd
     would call, called directly: no autograd-engine run per layer, which is most of the
-    recomputation's cost at small batches (densenet-bc-100-12 b8 on CPU: 1.28x -> 1.14x
-    the plain step)."""
+    recomputation's cost at small batches (densenet-bc-100-12 b8 on CPU: 1.28x ->
+    1.14-1.17x the plain step, `benchmarks/run.py --quick --section steps`)."""
     mean, invstd, reserve, impl = stats
     weight, bias = norm.weight, norm.bias
     grad_z = _conv_grads(conv, z, grad_out, grads)
