@@ -98,7 +98,8 @@ class DenseNet(nn.Module):
         self.num_features = head.in_channels
         self.num_classes = plan.num_classes
         self.classifier = _classifier(head.in_channels, plan.num_classes)
-        self.grad_checkpointing = spec.memory_efficient
+        # timm's flag is a bool; the level (true or max) lives on the blocks
+        self.grad_checkpointing = bool(spec.memory_efficient)
         self.pretrained_cfg = _pretrained_cfg(plan)
         self._init_weights()
 
@@ -305,18 +306,18 @@ def build(spec: DenseNetSpec | Plan | str | os.PathLike, *, device: Any = None,
 
     ``spec`` may be a DenseNetSpec, a Plan, a zoo name or a path; with a name or a path,
     ``overrides`` ({key.path: value}, as ``archspec.load`` takes them) make a variant, so
-    a config file (Hydra's ``_target_``, jsonargparse's ``class_path``) can say both. The model is initialised
-    on the CPU (with ``seed``, if given, without touching the global RNG state; the same
-    seed gives bitwise the same weights as torchvision's constructor after
-    ``torch.manual_seed(seed)``) and then moved to ``device`` and ``dtype``.
+    a config file (Hydra's ``_target_``, jsonargparse's ``class_path``) can say both. The
+    model is initialised on the CPU (with ``seed``, if given, without touching the global
+    RNG state; the same seed gives bitwise the same weights as torchvision's constructor
+    after ``torch.manual_seed(seed)``) and then moved to ``device`` and ``dtype``.
 
     Before anything is allocated the plan's size is checked against the limits of
     archspec.resources (a parameter ceiling and the free memory of the CPU and of
     ``device``); beyond them ResourceError is raised unless ``allow_large``.
 
     ``weights``: a checkpoint file or a state_dict to load (archspec, torchvision or timm;
-    old torchvision keys are remapped); it must fit exactly, except for the classifier with ``drop_head``.
-    Problems are raised as WeightsError in the spec's terms. ``features_only`` returns a
+    old torchvision keys are remapped); it must fit exactly, except for the classifier
+    with ``drop_head``. Problems are raised as WeightsError in the spec's terms. ``features_only`` returns a
     DenseNetFeatures backbone whose forward gives the feature maps of
     ``plan.feature_info`` (``out_indices`` selects some of them).
     """

@@ -67,9 +67,9 @@ def export(model: nn.Module, path: str | os.PathLike, *,
            input_shape: tuple[int, int, int] | None = None, batch: int = 1,
            dynamic_batch: bool = False, force: bool = False, inputs: tuple | list = (),
            seed: int = 0) -> ExportResult:
-    """Export ``model`` (a float32 model on the CPU, made eval meanwhile) to ``path``, in the format of its
-    suffix, after checking the exported artefact against eager within ``TOLERANCE`` at
-    ``batch`` (and, with ``dynamic_batch``, at another batch size too). ``input_shape``
+    """Export ``model`` (a float32 model on the CPU, made eval meanwhile) to ``path``, in
+    the format of its suffix, after checking the exported artefact against eager within
+    ``TOLERANCE`` at ``batch`` (and, with ``dynamic_batch``, at another batch size too). ``input_shape``
     (C, H, W) defaults to the input of the spec the model was built from.
 
     ``inputs`` are files the output must not replace (as ``write_atomic`` takes them).
@@ -136,13 +136,16 @@ def _export_program(model: nn.Module, x: torch.Tensor, dynamic_batch: bool) -> b
     return buf.getvalue()
 
 
-def _load_program(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
-    module = torch.export.load(io.BytesIO(data)).module()
-
+def _no_grad_call(module: Callable[[torch.Tensor], torch.Tensor]
+                  ) -> Callable[[torch.Tensor], torch.Tensor]:
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return module(x)
     return run
+
+
+def _load_program(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
+    return _no_grad_call(torch.export.load(io.BytesIO(data)).module())
 
 
 def _export_torchscript(model: nn.Module, x: torch.Tensor, dynamic_batch: bool) -> bytes:
@@ -156,12 +159,7 @@ def _export_torchscript(model: nn.Module, x: torch.Tensor, dynamic_batch: bool) 
 
 def _load_torchscript(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
     with _quiet():
-        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return module(x)
-    return run
+        return _no_grad_call(torch.jit.load(io.BytesIO(data), map_location="cpu"))
 
 
 def _export_onnx(model: nn.Module, x: torch.Tensor, dynamic_batch: bool) -> bytes:

@@ -19,6 +19,8 @@ every zoo spec, with randomised BatchNorm statistics and affine parameters).
    memory traffic in depth) disappears, and the block's output is the buffer itself.
    Nothing is cached between calls, so tracing, exporting or compiling the model cannot
    change what a later call returns, and the state_dict's keys depend on the spec only.
+   A call that records gradients (input gradients) concatenates instead: autograd
+   cannot keep views of a buffer that later layers write into.
 5. channels_last by default (oneDNN's preferred layout on CPU, tensor cores' on CUDA).
 
 Group norm is not folded (its statistics depend on the input), nor are activations other

@@ -83,8 +83,15 @@ def test_other_calls_run_eagerly_with_the_same_results(other):
     c = _captured(model, _x(2))
     x = other()
     assert not c.replays(x)
-    fast = archspec.optimize_for_inference(model.to(x.dtype))
-    got = c.model.to(x.dtype)(x) if x.dtype != torch.float32 else c(x)
+    fast = archspec.optimize_for_inference(model)
+    if x.dtype != next(fast.parameters()).dtype:  # eager refuses it; so must the wrapper
+        with pytest.raises(RuntimeError) as want:
+            fast(x)
+        with pytest.raises(RuntimeError) as got_error:
+            c(x)
+        assert str(got_error.value) == str(want.value)
+        return
+    got = c(x)
     torch.testing.assert_close(got, fast(x), rtol=1e-5, atol=1e-5)
     if x.requires_grad:
         got.sum().backward()
@@ -206,7 +213,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 @pytest.mark.parametrize("name", ["densenet121", "densenet-bc-100-12"])
 def test_cuda_graph_replays_the_optimized_model(name):
     model = archspec.build(name, seed=0, device="cuda").eval()
-    c, _ = _captured(model, _cuda_x(name, 8)), None
+    c = _captured(model, _cuda_x(name, 8))
     fast = archspec.optimize_for_inference(model)
     assert c.captured
     for batch in (8, 1):

@@ -22,6 +22,28 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
         torch.testing.assert_close(x, y, rtol=0, atol=0, msg=k)
 
 
+def _jsonargparse_model(tmp_path, class_path: str, overrides: str) -> torch.nn.Module:
+    """The model a LightningCLI-style config names: ``class_path`` with ``init_args``
+    (densenet-bc-100-12, seed 3, ``overrides``), parsed and instantiated by jsonargparse."""
+    jsonargparse = pytest.importorskip("jsonargparse")
+    config = tmp_path / "config.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        model:
+          class_path: {class_path}
+          init_args:
+            spec: densenet-bc-100-12
+            seed: 3
+            overrides: {overrides}
+        """))
+    parser = jsonargparse.ArgumentParser()
+    # LightningCLI declares its model argument as a LightningModule or an nn.Module; a
+    # class, or any callable whose return annotation fits, may be named by class_path.
+    parser.add_argument("--model", type=torch.nn.Module)
+    parser.add_argument("--config", action=jsonargparse.ActionConfigFile)
+    cfg = parser.parse_args(["--config", str(config)])
+    return parser.instantiate(cfg).model
+
+
 def test_hydra_target_builds_a_variant(tmp_path):
     pytest.importorskip("hydra")
     from hydra.utils import instantiate
@@ -43,23 +65,8 @@ def test_hydra_target_builds_a_variant(tmp_path):
 
 
 def test_jsonargparse_class_path_builds_a_variant(tmp_path):
-    jsonargparse = pytest.importorskip("jsonargparse")
-    config = tmp_path / "config.yaml"
-    config.write_text(textwrap.dedent("""\
-        model:
-          class_path: archspec.build
-          init_args:
-            spec: densenet-bc-100-12
-            seed: 3
-            overrides: {depth: 40, memory_efficient: max}
-        """))
-    parser = jsonargparse.ArgumentParser()
-    # LightningCLI declares its model argument as a LightningModule or an nn.Module; any
-    # callable whose return annotation fits may be named by class_path.
-    parser.add_argument("--model", type=torch.nn.Module)
-    parser.add_argument("--config", action=jsonargparse.ActionConfigFile)
-    cfg = parser.parse_args(["--config", str(config)])
-    model = parser.instantiate(cfg).model
+    model = _jsonargparse_model(tmp_path, "archspec.build",
+                                "{depth: 40, memory_efficient: max}")
     assert model.plan.spec.memory_efficient == "max" and model.plan.spec.depth == 40
     _same_weights(model, _expected(depth=40, memory_efficient="max"))
 
@@ -72,21 +79,8 @@ def test_overrides_need_a_name_or_a_path():
 def test_jsonargparse_names_the_model_class(tmp_path):
     """LightningCLI's subclass mode: ``class_path`` names a model class and ``init_args``
     are its constructor's; ``archspec.DenseNet`` resolves lazily (torch-free import)."""
-    jsonargparse = pytest.importorskip("jsonargparse")
-    config = tmp_path / "config.yaml"
-    config.write_text(textwrap.dedent("""\
-        model:
-          class_path: archspec.DenseNet
-          init_args:
-            spec: densenet-bc-100-12
-            seed: 3
-            overrides: {depth: 40, num_classes: 100}
-        """))
-    parser = jsonargparse.ArgumentParser()
-    parser.add_argument("--model", type=torch.nn.Module)
-    parser.add_argument("--config", action=jsonargparse.ActionConfigFile)
-    cfg = parser.parse_args(["--config", str(config)])
-    model = parser.instantiate(cfg).model
+    model = _jsonargparse_model(tmp_path, "archspec.DenseNet",
+                                "{depth: 40, num_classes: 100}")
     assert type(model) is archspec.DenseNet and model.num_classes == 100
     _same_weights(model, _expected(depth=40, num_classes=100))
 
