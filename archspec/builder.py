@@ -317,9 +317,9 @@ def build(spec: DenseNetSpec | Plan | str | os.PathLike, *, device: Any = None,
 
     ``weights``: a checkpoint file or a state_dict to load (archspec, torchvision or timm;
     old torchvision keys are remapped); it must fit exactly, except for the classifier
-    with ``drop_head``. Problems are raised as WeightsError in the spec's terms. ``features_only`` returns a
-    DenseNetFeatures backbone whose forward gives the feature maps of
-    ``plan.feature_info`` (``out_indices`` selects some of them).
+    with ``drop_head``. Problems are raised as WeightsError in the spec's terms.
+    ``features_only`` returns a DenseNetFeatures backbone whose forward gives the feature
+    maps of ``plan.feature_info`` (``out_indices`` selects some of them).
     """
     p = _as_plan(spec, overrides)
     # Built on the CPU first, then moved: both must hold the weights.
