@@ -234,7 +234,8 @@ def test_compile_fullgraph_matches_eager():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("level", [True, pytest.param("max", marks=pytest.mark.slow)])
+@pytest.mark.slow  # 17 s of dynamo tracing per level: .ci/run runs it after the fast suite
+@pytest.mark.parametrize("level", [True, "max"])
 def test_compile_fullgraph_trains_memory_efficient_with_eager_gradients(level):
     """Under torch.compile the block checkpoints each layer's concat-norm1-act-conv1 (a
     higher-order op dynamo sees through): one graph, eager's gradients, one BatchNorm
