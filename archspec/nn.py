@@ -20,6 +20,11 @@ from torch import Tensor, nn
 
 from .schema import Activation, NormSpec, NormType
 
+try:  # SyncBatchNorm's autograd function: the memory-efficient path reuses its backward
+    from torch.nn.modules._functions import SyncBatchNorm as _SyncBatchNormFn
+except ImportError:  # a torch without it: blocks with SyncBatchNorm take the plain path
+    _SyncBatchNormFn = None
+
 __all__ = ["Norm", "make_norm", "make_activation", "activate", "BlurPool2d",
            "DenseLayer", "DenseBlock", "Transition", "imagenet_stem", "cifar_stem",
            "deep_stem"]
@@ -84,6 +89,8 @@ class DenseLayer(nn.Module):
     """
 
     bottleneck: torch.jit.Final[bool]  # a constant to TorchScript: plain layers have no conv2
+    # Read in eager only (the memory-efficient block's bookkeeping)
+    __jit_ignored_attributes__ = ["_norm_stats", "_recomputing"]
 
     def __init__(self, in_channels: int, bottleneck_channels: Optional[int], growth_rate: int,
                  drop_rate: float, memory_efficient: bool, norm: Norm = nn.BatchNorm2d,
@@ -104,7 +111,10 @@ class DenseLayer(nn.Module):
         self.bottleneck = bottleneck_channels is not None
         self.drop_rate = float(drop_rate)
         self.memory_efficient = memory_efficient
-        self._recomputing = False  # set by _SharedStorageBlock's backward only
+        # Set by _SharedStorageBlock only, while it runs the layer: the norms' recorded
+        # statistics (forward) and whether this is backward's recomputation.
+        self._norm_stats: Optional[dict] = None
+        self._recomputing = False
 
     def forward(self, features: List[Tensor]) -> Tensor:
         return self.new_features(torch.cat(features, 1))
@@ -127,22 +137,16 @@ class DenseLayer(nn.Module):
         return self._drop(self.conv2(self.relu2(self._norm2(out))))
 
     def _norm1(self, x: Tensor) -> Tensor:
-        if self._recomputing:
-            return self._recomputed_norm1(x)
+        if not torch.jit.is_scripting():
+            if self._norm_stats is not None:
+                return _norm_in_block(self.norm1, x, self._norm_stats, self._recomputing)
         return self.norm1(x)
 
     def _norm2(self, x: Tensor) -> Tensor:
-        if self._recomputing:
-            return self._recomputed_norm2(x)
+        if not torch.jit.is_scripting():
+            if self._norm_stats is not None:
+                return _norm_in_block(self.norm2, x, self._norm_stats, self._recomputing)
         return self.norm2(x)
-
-    @torch.jit.unused
-    def _recomputed_norm1(self, x: Tensor) -> Tensor:
-        return _batch_statistics_once(self.norm1, x)
-
-    @torch.jit.unused
-    def _recomputed_norm2(self, x: Tensor) -> Tensor:
-        return _batch_statistics_once(self.norm2, x)
 
     def _drop(self, x: Tensor) -> Tensor:
         if self.drop_rate > 0:
@@ -150,13 +154,87 @@ class DenseLayer(nn.Module):
         return x
 
 
-def _batch_statistics_once(norm: nn.Module, x: Tensor) -> Tensor:
-    # Recomputation in backward (memory_efficient) must not update BatchNorm's running
-    # statistics a second time; it normalises with the same batch statistics.
-    if isinstance(norm, nn.BatchNorm2d) and norm.training:
-        return F.batch_norm(x, norm.running_mean, norm.running_var, norm.weight, norm.bias,
-                            True, 0.0, norm.eps)
+def _norm_in_block(norm: nn.Module, x: Tensor, stats: dict, replay: bool) -> Tensor:
+    """A norm inside the shared-storage block (_SharedStorageBlock).
+
+    In the block's forward (``replay`` False) the norm runs as it always does, once: one
+    update of the running statistics, and for a SyncBatchNorm one all-gather of the
+    ranks' statistics, whose global mean and invstd are recorded in ``stats``.
+    In backward's recomputation (``replay`` True) it normalises again with the same batch
+    statistics and no side effect: BatchNorm with momentum 0, so the running statistics
+    do not move; a synchronised SyncBatchNorm with the recorded global statistics, so no
+    second all-gather and no local statistics that would differ from the forward's."""
+    if replay:
+        record = stats.get(id(norm))
+        if record is not None:
+            return _SyncNormReplay.apply(x, norm.weight, norm.bias, norm.eps, record)
+        if isinstance(norm, (nn.BatchNorm2d, nn.SyncBatchNorm)) and norm.training:
+            # (a SyncBatchNorm that did not synchronise computed as BatchNorm does)
+            return F.batch_norm(x, norm.running_mean, norm.running_var, norm.weight,
+                                norm.bias, True, 0.0, norm.eps)
+        return norm(x)
+    if isinstance(norm, nn.SyncBatchNorm) and norm.training and _distributed():
+        # SyncBatchNorm's own forward decides whether to synchronise; when it does, its
+        # autograd node holds the global statistics. The node (and the input it saved)
+        # is dropped at once: only the per-channel statistics are kept, and the caller's
+        # saved-tensor hooks (save_on_cpu, memory counters) never see the transient save.
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_same, _same):
+            y = norm(x.detach().requires_grad_())
+        node = y.grad_fn
+        if isinstance(node, _SyncBatchNormFn._backward_cls):
+            _, _, mean, invstd, count = node.saved_tensors
+            stats[id(norm)] = (mean, invstd, count, node.process_group)
+        return y.detach()
     return norm(x)
+
+
+def _same(t: Tensor) -> Tensor:
+    return t
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+class _SyncNormReplay(torch.autograd.Function):
+    """A synchronised SyncBatchNorm recomputed in backward: the forward's normalisation
+    with its recorded global statistics, then SyncBatchNorm's own backward (its one
+    all-reduce of the per-channel gradient sums), so the gradients are the plain model's
+    and the collectives are the plain model's, in number and in order on every rank."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                eps: float, record: tuple) -> Tensor:
+        mean, invstd, _, _ = record
+        # The layouts SyncBatchNorm's forward normalised (it makes other inputs contiguous)
+        if not (x.is_contiguous(memory_format=torch.channels_last)
+                or x.is_contiguous(memory_format=torch.channels_last_3d)):
+            x = x.contiguous()
+        if weight is not None:
+            weight = weight.contiguous()
+        ctx.save_for_backward(x, weight)
+        ctx.record = record
+        if x.numel() == 0:
+            return torch.empty_like(x)
+        return torch.batch_norm_elemt(x, weight, bias, mean, invstd, eps)
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor):
+        x, weight = ctx.saved_tensors
+        mean, invstd, count, group = ctx.record
+        saved = _SyncBatchNormContext((x, weight, mean, invstd, count), group,
+                                      ctx.needs_input_grad[:3])
+        grad_x, grad_w, grad_b = _SyncBatchNormFn.backward(saved, grad_y)[:3]
+        return grad_x, grad_w, grad_b, None, None
+
+
+class _SyncBatchNormContext:
+    """What SyncBatchNorm's backward reads from the context its forward filled."""
+
+    def __init__(self, saved_tensors: tuple, process_group, needs_input_grad: tuple):
+        self.saved_tensors = saved_tensors
+        self.process_group = process_group
+        self.needs_input_grad = needs_input_grad
 
 
 class DenseBlock(nn.ModuleDict):
@@ -174,9 +252,11 @@ class DenseBlock(nn.ModuleDict):
       convolutions included. The least memory, for the most time.
 
     Either level gives the plain model's gradients bit for bit and updates BatchNorm's
-    statistics once. Scripted, traced and exported models, and every forward without
+    statistics once; a SyncBatchNorm also synchronises once (its recomputation reuses
+    the gathered statistics). Scripted, traced and exported models, and every forward without
     gradients, take the plain path (the same function); under torch.compile each layer's
-    concatenation-norm1-act-conv1 is checkpointed, which dynamo can see through.
+    concatenation-norm1-act-conv1 is checkpointed, which dynamo can see through (blocks
+    holding a SyncBatchNorm: the plain path).
     """
 
     # TorchScript types attributes it reads; this one (bool or "max") is read in eager only.
@@ -193,7 +273,7 @@ class DenseBlock(nn.ModuleDict):
             if self._recomputes(init_features):
                 if not torch.compiler.is_compiling():
                     return self._shared_storage(init_features)
-                if self.training and not _exporting():
+                if self.training and not _exporting() and not self._holds_sync_batch_norm():
                     return self._checkpointed(init_features)
         features = [init_features]
         for name, layer in self.items():
@@ -209,25 +289,23 @@ class DenseBlock(nn.ModuleDict):
             return False
         if torch.jit.is_tracing() or _fx_symbolic_tracing():
             return False  # a traced graph is for deployment: the plain function
-        if self._has_sync_batch_norm():
+        if _SyncBatchNormFn is None and self._holds_sync_batch_norm():
+            if not getattr(self, "_warned_sync", False):
+                self._warned_sync = True
+                warnings.warn("memory_efficient is not applied to dense blocks with "
+                              "SyncBatchNorm in this torch version (its autograd function "
+                              "is not where archspec looks for it): they train on the "
+                              "plain path (same gradients, more memory)", stacklevel=3)
             return False
         return x.requires_grad or any(p.requires_grad for p in self.parameters())
 
     @torch.jit.unused
-    def _has_sync_batch_norm(self) -> bool:
+    def _holds_sync_batch_norm(self) -> bool:
         """SyncBatchNorm (after nn.SyncBatchNorm.convert_sync_batchnorm) normalises with
-        statistics all-reduced across ranks. Recomputing it would all-reduce again and
-        update its running statistics twice, and a local recomputation would normalise
-        differently from the forward; so a block holding one takes the plain path, with
-        exact gradients and one update, and without the memory savings (warned once)."""
-        if not any(isinstance(m, nn.SyncBatchNorm) for m in self.modules()):
-            return False
-        if not getattr(self, "_warned_sync", False):
-            self._warned_sync = True
-            warnings.warn("memory_efficient is not applied to dense blocks with "
-                          "SyncBatchNorm: they train on the plain path (same gradients, "
-                          "more memory)", stacklevel=3)
-        return True
+        statistics all-gathered across ranks. Eager recomputation replays them
+        (_norm_in_block); a compiled block takes the plain path instead, since
+        checkpointing would run the synchronising norm a second time."""
+        return any(isinstance(m, nn.SyncBatchNorm) for m in self.modules())
 
     @torch.jit.unused
     def _shared_storage(self, x: Tensor) -> Tensor:
@@ -302,18 +380,23 @@ class _SharedStorageBlock(torch.autograd.Function):
         n, c0, h, w = x.shape
         buf = torch.empty((n, block.out_channels, h, w), dtype=x.dtype, device=x.device)
         buf[:, :c0].copy_(x)
-        rng, kept = [], []
+        rng, kept, stats = [], [], []
         for layer in layers:  # layer j reads channels [0, in_channels), adds growth_rate
             c, k = layer.in_channels, layer.growth_rate
             rng.append(_rng_state(x.device) if layer.training and layer.drop_rate > 0 else None)
-            layer._recomputing = False
-            # A contiguous copy of the prefix, as torch.cat gives the plain path: the same
-            # kernels see the same layout, so the gradients are bitwise the plain model's.
-            b = layer.bottleneck_fn(buf[:, :c].contiguous())
-            if keep_bottleneck:
-                kept.append(b)
-            buf[:, c:c + k].copy_(layer.tail(b))
-        ctx.block, ctx.rng, ctx.c0 = block, rng, c0
+            stats.append({})
+            layer._norm_stats, layer._recomputing = stats[-1], False
+            try:
+                # A contiguous copy of the prefix, as torch.cat gives the plain path: the
+                # same kernels see the same layout, so the gradients are bitwise the plain
+                # model's.
+                b = layer.bottleneck_fn(buf[:, :c].contiguous())
+                if keep_bottleneck:
+                    kept.append(b)
+                buf[:, c:c + k].copy_(layer.tail(b))
+            finally:
+                layer._norm_stats = None
+        ctx.block, ctx.rng, ctx.c0, ctx.norm_stats = block, rng, c0, stats
         ctx.autocast = [(dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
                         for dev in ("cpu", "cuda")]
         ctx.save_for_backward(buf, *kept)
@@ -333,9 +416,9 @@ class _SharedStorageBlock(torch.autograd.Function):
             # stream is restored afterwards (fork_rng), as if backward drew nothing.
             replay = _replayed_rng(buf.device, rng) if rng is not None else nullcontext()
             with torch.enable_grad(), replay, _autocast_like(ctx.autocast):
-                layer._recomputing = True
+                layer._norm_stats, layer._recomputing = ctx.norm_stats[j], True
                 try:
-                    if _direct(layer):
+                    if _direct(layer, ctx.norm_stats[j]):
                         grad_x = _direct_layer_grads(layer, buf[:, :c],
                                                      kept[j] if kept else None,
                                                      grad_buf[:, c:c + k], grads)
@@ -346,7 +429,7 @@ class _SharedStorageBlock(torch.autograd.Function):
                         grad_x = _layer_grads_recomputed(layer, buf[:, :c],
                                                          grad_buf[:, c:c + k], grads)
                 finally:
-                    layer._recomputing = False
+                    layer._norm_stats, layer._recomputing = None, False
             grad_buf[:, :c] += grad_x
 
         block_params = [p for p in ctx.block.parameters() if p.requires_grad]
@@ -453,15 +536,17 @@ def _direct_layer_grads(layer: DenseLayer, prefix: Tensor, b: Optional[Tensor],
                                        grads)
 
 
-def _direct(layer: DenseLayer) -> bool:
+def _direct(layer: DenseLayer, synchronised: dict) -> bool:
     """Whether the layer's backward can call its kernels directly: training BatchNorm
-    with ReLU, no dropout (anything else goes through autograd on a recomputed graph)."""
+    with ReLU, no dropout, no norm that synchronised across ranks (anything else goes
+    through autograd on a recomputed graph). A SyncBatchNorm that did not synchronise
+    ran F.batch_norm, as BatchNorm2d does."""
     norms = [(layer.norm1, layer.relu1)]
     if layer.bottleneck:
         norms.append((layer.norm2, layer.relu2))
-    return layer.drop_rate == 0 and all(
-        type(n) is nn.BatchNorm2d and n.training and n.affine and n.track_running_stats
-        and type(a) is nn.ReLU for n, a in norms)
+    return layer.drop_rate == 0 and not synchronised and all(
+        type(n) in (nn.BatchNorm2d, nn.SyncBatchNorm) and n.training and n.affine
+        and n.track_running_stats and type(a) is nn.ReLU for n, a in norms)
 
 
 def _accumulate_all(grads: dict[int, Tensor], params: List[Tensor], got) -> None:
