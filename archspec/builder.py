@@ -91,7 +91,7 @@ class DenseNet(nn.Module):
             else:
                 features.append((stage.name, Transition(
                     stage.in_channels, stage.out_channels, stage.drop_rate, norm, act,
-                    blur if stage.blur else None)))
+                    blur if stage.blur else None, spec.memory_efficient)))
         head = plan.stages[-1]
         features.append(("norm5", norm(head.in_channels)))
         self.features = nn.Sequential(OrderedDict(features))
@@ -151,16 +151,16 @@ class DenseNet(nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: Union[bool, str] = True) -> None:
-        """Switch the memory-efficient path of every dense block on or off at run time
-        (timm's name for it); gradients are the same either way. ``True`` takes the
-        spec's level when it names one (``"max"``), else ``true``'s; ``"max"`` asks for
-        that level explicitly."""
+        """Switch the memory-efficient path of every dense block (and, at ``"max"``,
+        transition) on or off at run time (timm's name for it); gradients are the same
+        either way. ``True`` takes the spec's level when it names one (``"max"``), else
+        ``true``'s; ``"max"`` asks for that level explicitly."""
         if enable not in (True, False, "max"):
             raise ValueError(f"enable must be True, False or 'max', not {enable!r}")
         level = "max" if enable is True and self.plan.spec.memory_efficient == "max" else enable
         self.grad_checkpointing = bool(enable)
         for m in self.modules():
-            if isinstance(m, DenseBlock):
+            if isinstance(m, (DenseBlock, Transition)):
                 m.memory_efficient = level
 
 

@@ -539,14 +539,20 @@ def _direct_layer_grads(layer: DenseLayer, prefix: Tensor, b: Optional[Tensor],
 def _direct(layer: DenseLayer, synchronised: dict) -> bool:
     """Whether the layer's backward can call its kernels directly: training BatchNorm
     with ReLU, no dropout, no norm that synchronised across ranks (anything else goes
-    through autograd on a recomputed graph). A SyncBatchNorm that did not synchronise
-    ran F.batch_norm, as BatchNorm2d does."""
+    through autograd on a recomputed graph)."""
     norms = [(layer.norm1, layer.relu1)]
     if layer.bottleneck:
         norms.append((layer.norm2, layer.relu2))
     return layer.drop_rate == 0 and not synchronised and all(
-        type(n) in (nn.BatchNorm2d, nn.SyncBatchNorm) and n.training and n.affine
-        and n.track_running_stats and type(a) is nn.ReLU for n, a in norms)
+        _direct_norm(n, a) for n, a in norms)
+
+
+def _direct_norm(norm: nn.Module, act: nn.Module) -> bool:
+    """A training BatchNorm with ReLU, whose backward _norm_act_conv_backward computes.
+    A SyncBatchNorm qualifies when it did not synchronise: then it ran F.batch_norm, as
+    BatchNorm2d does."""
+    return (type(norm) in (nn.BatchNorm2d, nn.SyncBatchNorm) and norm.training
+            and norm.affine and norm.track_running_stats and type(act) is nn.ReLU)
 
 
 def _accumulate_all(grads: dict[int, Tensor], params: List[Tensor], got) -> None:
@@ -591,12 +597,24 @@ class _autocast_like:
 
 class Transition(nn.Sequential):
     """norm-act-Conv1x1-(Dropout)-pool between two dense blocks; the pool is the paper's
-    2x2/2 average pool, or a stride-2 blur pool (anti-aliasing)."""
+    2x2/2 average pool, or a stride-2 blur pool (anti-aliasing).
+
+    Under ``memory_efficient: max`` a training forward keeps only the transition's input,
+    the block output its dense block keeps anyway: backward recomputes norm-act (batch
+    statistics with momentum 0, so the running ones move once) and calls the
+    convolution's and the pool's backward kernels directly, as the dense layers do. The
+    plain transition keeps the activation and the convolution's output besides, as much
+    again as the block's output. This applies to the paper's transition (BatchNorm,
+    ReLU, average pool, no dropout); any other takes the plain path, as do ``true``, which
+    trades no time here, and scripted, traced, exported and compiled models."""
+
+    # TorchScript types attributes it reads; this one (bool or "max") is read in eager only.
+    __jit_ignored_attributes__ = ["memory_efficient"]
 
     def __init__(self, in_channels: int, out_channels: int, drop_rate: float,
                  norm: Norm = nn.BatchNorm2d,
                  act: Callable[[], nn.Module] = lambda: nn.ReLU(inplace=True),
-                 blur_filter: Optional[int] = None):
+                 blur_filter: Optional[int] = None, memory_efficient=False):
         super().__init__()
         self.norm = norm(in_channels)
         self.relu = act()
@@ -605,6 +623,74 @@ class Transition(nn.Sequential):
             self.drop = nn.Dropout(drop_rate)
         self.pool = (BlurPool2d(out_channels, blur_filter) if blur_filter
                      else nn.AvgPool2d(kernel_size=2, stride=2))
+        self.memory_efficient = memory_efficient
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not torch.jit.is_scripting():
+            if self._recomputes(x):
+                return self._recomputed(x)
+        for module in self:
+            x = module(x)
+        return x
+
+    @torch.jit.unused
+    def _recomputed(self, x: Tensor) -> Tensor:
+        params = [p for p in self.parameters() if p.requires_grad]
+        return _RecomputedTransition.apply(self, x, *params)
+
+    @torch.jit.unused
+    def _recomputes(self, x: Tensor) -> bool:
+        if self.memory_efficient != "max" or not torch.is_grad_enabled():
+            return False
+        if (torch.jit.is_tracing() or _fx_symbolic_tracing()
+                or torch.compiler.is_compiling()):
+            return False
+        if not (len(self) == 4 and type(self.pool) is nn.AvgPool2d
+                and _direct_norm(self.norm, self.relu)):
+            return False
+        if isinstance(self.norm, nn.SyncBatchNorm) and _distributed():
+            return False  # it may synchronise: its statistics are not recomputed locally
+        return x.requires_grad or any(p.requires_grad for p in self.parameters())
+
+
+class _RecomputedTransition(torch.autograd.Function):
+    """A transition under ``memory_efficient: max`` (see Transition): saves its input
+    only."""
+
+    @staticmethod
+    def forward(ctx, t: Transition, x: Tensor, *params: Tensor) -> Tensor:
+        c = t.conv(t.relu(t.norm(x)))  # the modules' own forwards: one statistics update
+        ctx.t, ctx.conv_out = t, (c.size(), c.stride(), c.dtype)
+        ctx.autocast = [(dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
+                        for dev in ("cpu", "cuda")]
+        ctx.save_for_backward(x)
+        return t.pool(c)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y: Tensor):
+        x, = ctx.saved_tensors
+        t, (size, stride, dtype) = ctx.t, ctx.conv_out
+        pool = t.pool
+        # The pool's backward reads only its input's geometry: an uninitialised stand-in
+        # with the convolution output's size and strides, alive for this call only.
+        like = torch.empty_strided(size, stride, dtype=dtype, device=x.device)
+        grads: dict[int, Tensor] = {}
+        with torch.no_grad(), _autocast_like(ctx.autocast):
+            grad_c = torch.ops.aten.avg_pool2d_backward(
+                grad_y, like, _pair(pool.kernel_size), _pair(pool.stride),
+                _pair(pool.padding), pool.ceil_mode, pool.count_include_pad,
+                pool.divisor_override)
+            del like
+            z, stats = _norm_act(t.norm, x)
+            grad_x = _norm_act_conv_backward(t.norm, x, z, stats, t.conv, grad_c, grads)
+        params = [p for p in t.parameters() if p.requires_grad]
+        return (None, grad_x if ctx.needs_input_grad[1] else None,
+                *[grads.get(id(p)) for p in params])
+
+
+def _pair(v) -> List[int]:
+    return list(v) if isinstance(v, (tuple, list)) else [v, v]
 
 
 def _stem_pool(channels: int, blur_filter: Optional[int]) -> nn.Module:

@@ -21,7 +21,7 @@ from fractions import Fraction
 from typing import Any, Optional, Sequence
 
 from .errors import Problem, SpecError
-from .schema import DenseNetSpec, NormType, StemType
+from .schema import Activation, DenseNetSpec, NormType, StemType
 
 __all__ = ["LayerPlan", "Stage", "Plan", "plan", "conv_out", "blur_out"]
 
@@ -166,26 +166,34 @@ class Plan:
         return stem_convs + per_layer + (len(self.block_config) - 1) + 1
 
     def training_memory(self, batch: int = 1, *, dtype_bytes: int = 4,
-                        memory_efficient: bool | str | None = None) -> int:
+                        memory_efficient: bool | str | None = None,
+                        recomputation: bool = True) -> int:
         """Estimated bytes of activations autograd keeps for backward in a training step
         of ``batch`` images (``dtype_bytes`` per element; weights and gradients not
         included). ``memory_efficient`` (False, True or "max") defaults to the spec's.
+        ``recomputation`` adds what backward holds at once while it recomputes the
+        memory levels' largest layer (the peak to budget for); without it, the estimate
+        is of what the forward keeps alone, which autograd's saved_tensors_hooks count.
         Compare ``activations``, the plain count of stage-output elements of one image.
         """
-        return self._saved_elements_per_image(memory_efficient) * batch * dtype_bytes
+        kept, transient = self._saved_elements_per_image(memory_efficient)
+        return (kept + (transient if recomputation else 0)) * batch * dtype_bytes
 
-    def _saved_elements_per_image(self, memory_efficient: bool | str | None) -> int:
-        """Estimated elements autograd keeps for backward, per image, in a training step.
+    def _saved_elements_per_image(self, memory_efficient: bool | str | None
+                                  ) -> tuple[int, int]:
+        """Estimated elements autograd keeps for backward per image in a training step,
+        and those backward's largest recomputation holds at once.
 
         Per dense layer at HxW with c inputs, bottleneck b and growth k, the plain model
         keeps the concatenation and its norm output (2c), the bottleneck conv and norm
         outputs (2b) and the new features (k). ``memory_efficient: true`` keeps only the
         conv1 output (b, or k without a bottleneck) and ``"max"`` nothing; both recompute
         the rest in backward, one layer at a time, so the largest layer's recomputation is
-        counted once. Every level keeps each block's output. Transitions keep their norm
-        and conv outputs and the pooled map; the stem its conv and norm outputs and the
-        pooled map. An estimate for the resource guard, within about 10% of what autograd
-        keeps (the recomputation aside).
+        the transient. Every level keeps each block's output. Transitions keep their norm
+        and conv outputs and the pooled map, except under ``"max"``, where the paper's
+        transition (BatchNorm, ReLU, average pool, no dropout) keeps only its input, the
+        block's output. The stem keeps the image, its conv and norm outputs and the pooled
+        map. An estimate for the resource guard, within about 10% of what autograd keeps.
         """
         if memory_efficient is None:
             memory_efficient = self.spec.memory_efficient
@@ -196,7 +204,8 @@ class Plan:
                 ch, cw = self.stem_conv_size
                 widths = sum(self.stem_widths) + s.out_channels
                 normed = 2 if self.stem_type != StemType.cifar else 1
-                total += normed * widths * ch * cw + s.activations
+                total += (s.in_channels * h * w + normed * widths * ch * cw
+                          + s.activations)
             elif s.kind == "block":
                 for lp in s.layers:
                     b = lp.bottleneck_channels or 0
@@ -210,10 +219,19 @@ class Plan:
                         total += layer
                 total += s.activations  # the block's output (the shared buffer)
             elif s.kind == "transition":
-                total += (s.in_channels + s.out_channels) * h * w + s.activations
+                kept = (s.in_channels + s.out_channels) * h * w
+                if memory_efficient == "max" and self._transition_recomputes(s):
+                    transient = max(transient, kept)  # it keeps only its input
+                else:
+                    total += kept + s.activations
             else:  # head: norm5 output, pooled features, logits
                 total += s.in_channels * h * w + s.in_channels + s.activations
-        return total + transient
+        return total, transient
+
+    def _transition_recomputes(self, s: Stage) -> bool:
+        """Whether the built transition recomputes under ``"max"`` (nn.Transition)."""
+        return (self.spec.norm.type == NormType.batch and self.spec.activation == Activation.relu
+                and not s.blur and s.drop_rate == 0)
 
     def stage(self, name: str) -> Stage:
         """The stage called ``name`` (``stem``, ``denseblock2``, ``transition1``, ``head``).

@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import archspec
+from autograd_memory import saved_bytes
 
 WORLD = 2
 BATCH = 4  # per rank
@@ -99,7 +100,7 @@ def test_sync_batch_norm_without_a_process_group_keeps_the_savings():
     x, y = _data()
     plain = torch.nn.SyncBatchNorm.convert_sync_batchnorm(_model(False))
     torch.nn.functional.cross_entropy(plain(x), y).backward()
-    plain_bytes = _saved_bytes(torch.nn.SyncBatchNorm.convert_sync_batchnorm(_model(False)), x)
+    plain_bytes = saved_bytes(torch.nn.SyncBatchNorm.convert_sync_batchnorm(_model(False)), x)
     for level in (True, "max"):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(_model(level))
         calls = []
@@ -115,22 +116,8 @@ def test_sync_batch_norm_without_a_process_group_keeps_the_savings():
             torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=0, msg=key)
         for (key, a), b in zip(plain.named_buffers(), model.buffers()):
             torch.testing.assert_close(b, a, rtol=0, atol=0, msg=key)
-        assert _saved_bytes(torch.nn.SyncBatchNorm.convert_sync_batchnorm(_model(level)),
+        assert saved_bytes(torch.nn.SyncBatchNorm.convert_sync_batchnorm(_model(level)),
                             x) <= 0.6 * plain_bytes
-
-
-def _saved_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """Bytes of distinct storages one training forward keeps for backward (as in
-    test_performance)."""
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(x)
-    out.sum().backward()  # outside the hooks: backward's recomputation is transient
-    return sum(seen.values())
 
 
 # SyncBatchNorm synchronises only on GPUs: its kernels (batch_norm_stats and four more)
@@ -237,7 +224,7 @@ def _sync_worker(rank: int, folder: str, device: str) -> None:
         calls[level] = sync.calls
         fresh = torch.nn.SyncBatchNorm.convert_sync_batchnorm(_model(level)).to(device)
         with _SyncBatchNormCalls(stand_in=device == "cpu"):
-            saved[level] = _saved_bytes(fresh, x)
+            saved[level] = saved_bytes(fresh, x)
     out = {"calls": {str(level): calls[level] for level in LEVELS},
            "saved": {str(level): saved[level] for level in LEVELS}}
     for level in (True, "max"):  # bitwise the plain SyncBatchNorm model's, on each rank
