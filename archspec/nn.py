@@ -12,7 +12,7 @@ import warnings
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from math import comb
-from typing import Callable, List, Optional
+from typing import Callable, List, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -154,19 +154,35 @@ class DenseLayer(nn.Module):
         return x
 
 
+class _SyncStats(NamedTuple):
+    """A SyncBatchNorm's global batch statistics, gathered once in the forward."""
+    mean: Tensor
+    invstd: Tensor
+    count: Tensor
+    group: object
+
+
+class _BatchStats(NamedTuple):
+    """A BatchNorm's batch statistics from the forward's own kernel (on the CPU), which
+    the direct backward reuses instead of computing them again (see _norm_act)."""
+    mean: Tensor
+    invstd: Tensor
+
+
 def _norm_in_block(norm: nn.Module, x: Tensor, stats: dict, replay: bool) -> Tensor:
     """A norm inside the shared-storage block (_SharedStorageBlock).
 
     In the block's forward (``replay`` False) the norm runs as it always does, once: one
     update of the running statistics, and for a SyncBatchNorm one all-gather of the
-    ranks' statistics, whose global mean and invstd are recorded in ``stats``.
+    ranks' statistics. Its batch statistics are recorded in ``stats``: a synchronised
+    SyncBatchNorm's global mean and invstd, or on the CPU a BatchNorm's.
     In backward's recomputation (``replay`` True) it normalises again with the same batch
     statistics and no side effect: BatchNorm with momentum 0, so the running statistics
     do not move; a synchronised SyncBatchNorm with the recorded global statistics, so no
     second all-gather and no local statistics that would differ from the forward's."""
     if replay:
         record = stats.get(id(norm))
-        if record is not None:
+        if isinstance(record, _SyncStats):
             return _SyncNormReplay.apply(x, norm.weight, norm.bias, norm.eps, record)
         if isinstance(norm, (nn.BatchNorm2d, nn.SyncBatchNorm)) and norm.training:
             # (a SyncBatchNorm that did not synchronise computed as BatchNorm does)
@@ -175,17 +191,37 @@ def _norm_in_block(norm: nn.Module, x: Tensor, stats: dict, replay: bool) -> Ten
         return norm(x)
     if isinstance(norm, nn.SyncBatchNorm) and norm.training and _distributed():
         # SyncBatchNorm's own forward decides whether to synchronise; when it does, its
-        # autograd node holds the global statistics. The node (and the input it saved)
-        # is dropped at once: only the per-channel statistics are kept, and the caller's
-        # saved-tensor hooks (save_on_cpu, memory counters) never see the transient save.
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_same, _same):
-            y = norm(x.detach().requires_grad_())
-        node = y.grad_fn
+        # autograd node holds the global statistics.
+        y, node = _run_for_node(norm, x)
         if isinstance(node, _SyncBatchNormFn._backward_cls):
             _, _, mean, invstd, count = node.saved_tensors
-            stats[id(norm)] = (mean, invstd, count, node.process_group)
-        return y.detach()
+            stats[id(norm)] = _SyncStats(mean, invstd, count, node.process_group)
+        return y
+    if type(norm) is nn.BatchNorm2d and x.device.type == "cpu" and _direct_norm(norm, None):
+        y, stats[id(norm)] = _batch_norm_keeping_statistics(norm, x)
+        return y
     return norm(x)
+
+
+def _run_for_node(norm: nn.Module, x: Tensor) -> tuple[Tensor, object]:
+    """norm(x) through the module (its hooks fire, its statistics update once) and the
+    autograd node it made, for the batch statistics it saved. The node and the input
+    it saved are dropped when the caller is done: only per-channel statistics are kept,
+    and the caller's saved-tensor hooks (save_on_cpu, memory counters) never see the
+    transient save."""
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_same, _same):
+        y = norm(x.detach().requires_grad_())
+    return y.detach(), y.grad_fn
+
+
+def _batch_norm_keeping_statistics(norm: nn.BatchNorm2d, x: Tensor
+                                   ) -> tuple[Tensor, Optional[_BatchStats]]:
+    """A training BatchNorm's forward on the CPU, and the batch mean and invstd its kernel
+    computed (what autograd's node for it saves)."""
+    y, node = _run_for_node(norm, x)
+    if type(node).__name__ != "NativeBatchNormBackward0":
+        return y, None
+    return y, _BatchStats(node._saved_result1, node._saved_result2)
 
 
 def _same(t: Tensor) -> Tensor:
@@ -205,7 +241,7 @@ class _SyncNormReplay(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                 eps: float, record: tuple) -> Tensor:
-        mean, invstd, _, _ = record
+        mean, invstd = record.mean, record.invstd
         # The layouts SyncBatchNorm's forward normalised (it makes other inputs contiguous)
         if not (x.is_contiguous(memory_format=torch.channels_last)
                 or x.is_contiguous(memory_format=torch.channels_last_3d)):
@@ -221,8 +257,8 @@ class _SyncNormReplay(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y: Tensor):
         x, weight = ctx.saved_tensors
-        mean, invstd, count, group = ctx.record
-        saved = _SyncBatchNormContext((x, weight, mean, invstd, count), group,
+        r = ctx.record
+        saved = _SyncBatchNormContext((x, weight, r.mean, r.invstd, r.count), r.group,
                                       ctx.needs_input_grad[:3])
         grad_x, grad_w, grad_b = _SyncBatchNormFn.backward(saved, grad_y)[:3]
         return grad_x, grad_w, grad_b, None, None
@@ -253,10 +289,11 @@ class DenseBlock(nn.ModuleDict):
 
     Either level gives the plain model's gradients bit for bit and updates BatchNorm's
     statistics once; a SyncBatchNorm also synchronises once (its recomputation reuses
-    the gathered statistics). Scripted, traced and exported models, and every forward without
-    gradients, take the plain path (the same function); under torch.compile each layer's
-    concatenation-norm1-act-conv1 is checkpointed, which dynamo can see through (blocks
-    holding a SyncBatchNorm: the plain path).
+    the gathered statistics). Scripted, traced and exported models, and every forward
+    without gradients, take the plain path (the same function); under torch.compile each
+    layer's concatenation-norm1-act-conv1 is checkpointed, which dynamo can see through
+    (blocks holding a SyncBatchNorm: the plain path). Under ``max``, Transition
+    recomputes the same way.
     """
 
     # TorchScript types attributes it reads; this one (bool or "max") is read in eager only.
@@ -421,7 +458,8 @@ class _SharedStorageBlock(torch.autograd.Function):
                     if _direct(layer, ctx.norm_stats[j]):
                         grad_x = _direct_layer_grads(layer, buf[:, :c],
                                                      kept[j] if kept else None,
-                                                     grad_buf[:, c:c + k], grads)
+                                                     grad_buf[:, c:c + k], grads,
+                                                     ctx.norm_stats[j])
                     elif kept:
                         grad_x = _layer_grads_from_kept(layer, buf[:, :c], kept[j],
                                                         grad_buf[:, c:c + k], grads)
@@ -486,15 +524,54 @@ def _layer_grads_from_kept(layer: DenseLayer, prefix: Tensor, b: Tensor, grad_ne
     return got[0]
 
 
-def _norm_act(norm: nn.BatchNorm2d, x: Tensor) -> tuple[Tensor, tuple]:
-    """relu(norm(x)) recomputed for backward, with what its backward kernel needs. The
-    batch statistics are recomputed with momentum 0: the running ones do not move again.
-    ``_batch_norm_impl_index`` picks native, cuDNN or MIOpen as F.batch_norm does, so
-    the output and the backward below are bitwise autograd's."""
+def _norm_act(norm: nn.BatchNorm2d, x: Tensor, kept: Optional[_BatchStats] = None
+              ) -> tuple[Tensor, tuple]:
+    """relu(norm(x)) recomputed for backward, with what its backward kernel needs.
+
+    Without ``kept`` the batch statistics are recomputed with momentum 0, so the running
+    ones do not move again; ``_batch_norm_impl_index`` picks native, cuDNN or MIOpen as
+    F.batch_norm does, so the output and the backward below are bitwise autograd's.
+
+    With ``kept`` (the forward's statistics, on the CPU) no reduction runs again: the
+    same kernel normalises in eval mode with running mean = the batch mean, running var
+    = v where v + eps == 1 exactly (so its invstd is 1) and weight = invstd * weight. The
+    kernel's per-channel scale and shift, weight*invstd and bias - mean*scale, are then
+    the training forward's to the bit, and so is the output. That saves a pass over the
+    layer's input per norm (densenet121's `true` step on 2 CPU cores: see
+    docs/benchmarks.md); the bitwise tests of both levels check it."""
+    unit = _unit_variance(norm.eps, norm.weight.dtype) if kept is not None else None
+    if unit is not None:
+        y = torch.ops.aten._batch_norm_impl_index(
+            x, kept.invstd * norm.weight, norm.bias, kept.mean,
+            torch.full_like(kept.invstd, unit), False, 0.0, norm.eps,
+            torch.backends.cudnn.enabled)[0]
+        return torch.relu_(y), (kept.mean, kept.invstd, x.new_empty(0), 0)
     y, mean, invstd, reserve, impl = torch.ops.aten._batch_norm_impl_index(
         x, norm.weight, norm.bias, norm.running_mean, norm.running_var, True, 0.0, norm.eps,
         torch.backends.cudnn.enabled)
     return torch.relu_(y), (mean, invstd, reserve, impl)
+
+
+_UNIT_VARIANCE: dict = {}
+
+
+def _unit_variance(eps: float, dtype: torch.dtype) -> Optional[float]:
+    """The ``dtype`` value v with v + eps == 1 in ``dtype`` arithmetic (BatchNorm's
+    kernel adds eps to the running var in the parameters' type), or None if there is
+    none near 1 - eps."""
+    key = (eps, dtype)
+    if key not in _UNIT_VARIANCE:
+        one = torch.ones((), dtype=dtype)
+        v, found = one - eps, None
+        for step in (0, 1, -1, 2, -2):
+            cand = v
+            for _ in range(abs(step)):
+                cand = torch.nextafter(cand, one * 2 if step > 0 else one * 0)
+            if (cand + eps).item() == 1.0:
+                found = cand.item()
+                break
+        _UNIT_VARIANCE[key] = found
+    return _UNIT_VARIANCE[key]
 
 
 def _norm_act_conv_backward(norm: nn.BatchNorm2d, x: Tensor, z: Tensor, stats: tuple,
@@ -520,39 +597,42 @@ def _norm_act_conv_backward(norm: nn.BatchNorm2d, x: Tensor, z: Tensor, stats: t
 
 
 def _direct_layer_grads(layer: DenseLayer, prefix: Tensor, b: Optional[Tensor],
-                        grad_new: Tensor, grads: dict[int, Tensor]) -> Tensor:
+                        grad_new: Tensor, grads: dict[int, Tensor], stats: dict) -> Tensor:
     """Both levels' backward for a BatchNorm-ReLU layer without dropout, with no autograd
-    graph: ``b`` is the kept conv1 output (``true``), or None to recompute it (``max``)."""
+    graph: ``b`` is the kept conv1 output (``true``), or None to recompute it (``max``);
+    ``stats`` what the forward recorded (_norm_in_block)."""
     with torch.no_grad():  # the backward's own arithmetic: nothing here is recorded
         x = prefix.contiguous()
-        z1, stats1 = _norm_act(layer.norm1, x)
+        z1, stats1 = _norm_act(layer.norm1, x, stats.get(id(layer.norm1)))
         if layer.bottleneck:
             if b is None:
                 b = layer.conv1(z1)
-            z2, stats2 = _norm_act(layer.norm2, b)
+            z2, stats2 = _norm_act(layer.norm2, b, stats.get(id(layer.norm2)))
             grad_new = _norm_act_conv_backward(layer.norm2, b, z2, stats2, layer.conv2,
                                                grad_new, grads)
         return _norm_act_conv_backward(layer.norm1, x, z1, stats1, layer.conv1, grad_new,
                                        grads)
 
 
-def _direct(layer: DenseLayer, synchronised: dict) -> bool:
+def _direct(layer: DenseLayer, recorded: dict) -> bool:
     """Whether the layer's backward can call its kernels directly: training BatchNorm
     with ReLU, no dropout, no norm that synchronised across ranks (anything else goes
     through autograd on a recomputed graph)."""
     norms = [(layer.norm1, layer.relu1)]
     if layer.bottleneck:
         norms.append((layer.norm2, layer.relu2))
-    return layer.drop_rate == 0 and not synchronised and all(
-        _direct_norm(n, a) for n, a in norms)
+    return layer.drop_rate == 0 and all(
+        _direct_norm(n, a) and not isinstance(recorded.get(id(n)), _SyncStats)
+        for n, a in norms)
 
 
-def _direct_norm(norm: nn.Module, act: nn.Module) -> bool:
-    """A training BatchNorm with ReLU, whose backward _norm_act_conv_backward computes.
-    A SyncBatchNorm qualifies when it did not synchronise: then it ran F.batch_norm, as
-    BatchNorm2d does."""
+def _direct_norm(norm: nn.Module, act: Optional[nn.Module]) -> bool:
+    """A training BatchNorm with ReLU (``act`` None: any), whose backward
+    _norm_act_conv_backward computes. A SyncBatchNorm qualifies when it did not
+    synchronise: then it ran F.batch_norm, as BatchNorm2d does."""
     return (type(norm) in (nn.BatchNorm2d, nn.SyncBatchNorm) and norm.training
-            and norm.affine and norm.track_running_stats and type(act) is nn.ReLU)
+            and norm.affine and norm.track_running_stats
+            and (act is None or type(act) is nn.ReLU))
 
 
 def _accumulate_all(grads: dict[int, Tensor], params: List[Tensor], got) -> None:
@@ -659,7 +739,12 @@ class _RecomputedTransition(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, t: Transition, x: Tensor, *params: Tensor) -> Tensor:
-        c = t.conv(t.relu(t.norm(x)))  # the modules' own forwards: one statistics update
+        # the modules' own forwards: one statistics update
+        if type(t.norm) is nn.BatchNorm2d and x.device.type == "cpu":
+            y, ctx.kept = _batch_norm_keeping_statistics(t.norm, x)
+        else:
+            y, ctx.kept = t.norm(x), None
+        c = t.conv(t.relu(y))
         ctx.t, ctx.conv_out = t, (c.size(), c.stride(), c.dtype)
         ctx.autocast = [(dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
                         for dev in ("cpu", "cuda")]
@@ -682,7 +767,7 @@ class _RecomputedTransition(torch.autograd.Function):
                 _pair(pool.padding), pool.ceil_mode, pool.count_include_pad,
                 pool.divisor_override)
             del like
-            z, stats = _norm_act(t.norm, x)
+            z, stats = _norm_act(t.norm, x, ctx.kept)
             grad_x = _norm_act_conv_backward(t.norm, x, z, stats, t.conv, grad_c, grads)
         params = [p for p in t.parameters() if p.requires_grad]
         return (None, grad_x if ctx.needs_input_grad[1] else None,

@@ -230,8 +230,9 @@ class Plan:
 
     def _transition_recomputes(self, s: Stage) -> bool:
         """Whether the built transition recomputes under ``"max"`` (nn.Transition)."""
-        return (self.spec.norm.type == NormType.batch and self.spec.activation == Activation.relu
-                and not s.blur and s.drop_rate == 0)
+        return (self.spec.norm.type == NormType.batch
+                and self.spec.activation == Activation.relu and not s.blur
+                and s.drop_rate == 0)
 
     def stage(self, name: str) -> Stage:
         """The stage called ``name`` (``stem``, ``denseblock2``, ``transition1``, ``head``).

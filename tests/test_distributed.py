@@ -100,7 +100,8 @@ def test_sync_batch_norm_without_a_process_group_keeps_the_savings():
     x, y = _data()
     plain = torch.nn.SyncBatchNorm.convert_sync_batchnorm(_model(False))
     torch.nn.functional.cross_entropy(plain(x), y).backward()
-    plain_bytes = saved_bytes(torch.nn.SyncBatchNorm.convert_sync_batchnorm(_model(False)), x)
+    plain_bytes = saved_bytes(
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(_model(False)), x)
     for level in (True, "max"):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(_model(level))
         calls = []
