@@ -332,8 +332,10 @@ def section_memory(device: str, repeats: int, quick: bool) -> list[str]:
     out = ["## Memory: the memory_efficient levels", "",
            "`memory_efficient: true` is the efficient-DenseNet trade (concatenation, norms "
            "and activations recomputed in backward, convolution outputs kept); `max` keeps "
-           "only each block's output and reruns the convolutions too.", "",
-           "### Saved activations (saved_tensors_hooks), one training forward", "",
+           "only each block's output (and a transition only its input, that output) and "
+           "reruns the convolutions too.", "",
+           "### Saved activations (saved_tensors_hooks, parameters left out), one training "
+           "forward", "",
            "| model, batch, input | memory_efficient | saved MB | ratio to off |",
            "|---|---|---:|---:|"]
     for name, n, size in ([("densenet-bc-100-12", batch, 32), ("densenet121", 2 if quick
@@ -384,7 +386,10 @@ def section_memory(device: str, repeats: int, quick: bool) -> list[str]:
     out += ["", "Target: true at most 1.15x of off. On the CPU the first table includes the "
             "page faults of each step's freshly mapped activations, which the plain path "
             "(more, larger activations) pays most; the second removes them, leaving the "
-            "recomputation's own cost (two batch norms and two ReLUs per layer, mostly).", ""]
+            "recomputation's own cost (per layer two normalisations, with the forward's "
+            "batch statistics on the CPU, two ReLUs and a copy of the layer's input, "
+            "mostly). On a shared 2-core machine single steps vary by tens of percent "
+            "(the min-max columns); compare medians of runs with many repeats.", ""]
     return out
 
 

@@ -208,6 +208,36 @@ def test_max_transition_keeps_only_its_input_with_the_plain_gradients(kind):
         == {"max"}
 
 
+@pytest.mark.parametrize("level", [True, "max"])
+def test_cpu_backward_reuses_the_forwards_batch_statistics(level):
+    """On the CPU the direct backward normalises with the statistics the forward's kernel
+    computed (eval mode, same kernel, same bits: the bitwise tests above), so no
+    training-mode batch norm, i.e. no statistics reduction, runs in backward."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class BatchNorms(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.training = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ in ("native_batch_norm",
+                                                "_native_batch_norm_legit"):
+                self.training.append(bool(args[5]))
+            if func.overloadpacket.__name__ == "_native_batch_norm_legit_no_training":
+                self.training.append(False)
+            return func(*args, **(kwargs or {}))
+
+    spec = archspec.load("densenet-bc-100-12", overrides={"depth": 16, "expect": None,
+                                                          "memory_efficient": level})
+    model = archspec.build(spec, seed=0)
+    loss = model(torch.randn(4, 3, 32, 32)).square().mean()
+    with BatchNorms() as seen:
+        loss.backward()
+    n_recomputed = 12 + (2 if level == "max" else 0)  # 6 layers x 2 norms (+ transitions)
+    assert seen.training == [False] * n_recomputed
+
+
 @pytest.mark.parametrize("level", LEVELS)
 def test_memory_efficient_under_bf16_autocast(level):
     spec = archspec.load("densenet-bc-100-12", overrides={"depth": 16, "expect": None})
