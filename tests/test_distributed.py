@@ -74,6 +74,7 @@ def _worker(rank: int, folder: str) -> None:
     out["fsdp_grads"] = all(p.grad is not None for p in model.parameters())
     with open(f"{folder}/rank{rank}.json", "w") as fh:
         json.dump(out, fh)
+    dist.barrier()  # gloo can abort a rank torn down while its peer still talks
     dist.destroy_process_group()
 
 
@@ -242,6 +243,7 @@ def _sync_worker(rank: int, folder: str, device: str) -> None:
         torch.save({"grads": grads[True], "buffers": buffers[True]}, f"{folder}/sync.pt")
     with open(f"{folder}/sync{rank}.json", "w") as fh:
         json.dump(out, fh)
+    dist.barrier()  # gloo can abort a rank torn down while its peer still talks
     dist.destroy_process_group()
 
 
