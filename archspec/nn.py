@@ -434,8 +434,7 @@ class _SharedStorageBlock(torch.autograd.Function):
             finally:
                 layer._norm_stats = None
         ctx.block, ctx.rng, ctx.c0, ctx.norm_stats = block, rng, c0, stats
-        ctx.autocast = [(dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
-                        for dev in ("cpu", "cuda")]
+        ctx.autocast = _autocast_state()
         ctx.save_for_backward(buf, *kept)
         return buf
 
@@ -660,6 +659,12 @@ def _conv_grads(conv: nn.Conv2d, x: Tensor, grad_out: Tensor, grads: dict[int, T
     return g_in
 
 
+def _autocast_state() -> list:
+    """The autocast state a forward runs under, for _autocast_like to re-enter."""
+    return [(dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
+            for dev in ("cpu", "cuda")]
+
+
 class _autocast_like:
     """Re-enter the autocast state the forward ran under, for the recomputation."""
 
@@ -746,8 +751,7 @@ class _RecomputedTransition(torch.autograd.Function):
             y, ctx.kept = t.norm(x), None
         c = t.conv(t.relu(y))
         ctx.t, ctx.conv_out = t, (c.size(), c.stride(), c.dtype)
-        ctx.autocast = [(dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
-                        for dev in ("cpu", "cuda")]
+        ctx.autocast = _autocast_state()
         ctx.save_for_backward(x)
         return t.pool(c)
 
