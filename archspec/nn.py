@@ -363,6 +363,17 @@ class DenseBlock(nn.ModuleDict):
         return torch.cat(features, 1)
 
 
+def _memory_format(x: Tensor) -> torch.memory_format:
+    """The layout torch.cat gives the plain path's features: channels_last for a
+    channels_last block input (the fast layout for convolutions on GPUs, under AMP
+    above all), else contiguous. Where both fit (1x1 maps, one channel) the strides
+    decide, as torch's suggest_memory_format does."""
+    if (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+            and x.stride(1) < x.stride(2)):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _cat_bottleneck(layer: DenseLayer, *features: Tensor) -> Tensor:
     return layer.bottleneck_fn(torch.cat(features, 1))
 
@@ -415,7 +426,9 @@ class _SharedStorageBlock(torch.autograd.Function):
                 *params: Tensor) -> Tensor:
         layers = list(block.values())
         n, c0, h, w = x.shape
-        buf = torch.empty((n, block.out_channels, h, w), dtype=x.dtype, device=x.device)
+        fmt = _memory_format(x)
+        buf = torch.empty((n, block.out_channels, h, w), dtype=x.dtype, device=x.device,
+                          memory_format=fmt)
         buf[:, :c0].copy_(x)
         rng, kept, stats = [], [], []
         for layer in layers:  # layer j reads channels [0, in_channels), adds growth_rate
@@ -424,16 +437,17 @@ class _SharedStorageBlock(torch.autograd.Function):
             stats.append({})
             layer._norm_stats, layer._recomputing = stats[-1], False
             try:
-                # A contiguous copy of the prefix, as torch.cat gives the plain path: the
-                # same kernels see the same layout, so the gradients are bitwise the plain
-                # model's.
-                b = layer.bottleneck_fn(buf[:, :c].contiguous())
+                # A contiguous copy of the prefix in the input's layout, as torch.cat
+                # gives the plain path: the same kernels see the same layout, so the
+                # gradients are bitwise the plain model's.
+                b = layer.bottleneck_fn(buf[:, :c].contiguous(memory_format=fmt))
                 if keep_bottleneck:
                     kept.append(b)
                 buf[:, c:c + k].copy_(layer.tail(b))
             finally:
                 layer._norm_stats = None
         ctx.block, ctx.rng, ctx.c0, ctx.norm_stats = block, rng, c0, stats
+        ctx.memory_format = fmt
         ctx.autocast = _autocast_state()
         ctx.save_for_backward(buf, *kept)
         return buf
@@ -443,7 +457,8 @@ class _SharedStorageBlock(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         buf, *kept = ctx.saved_tensors
         layers = list(ctx.block.values())
-        grad_buf = grad_out.contiguous().clone()
+        fmt = ctx.memory_format
+        grad_buf = grad_out.clone(memory_format=fmt)
         grads: dict[int, Tensor] = {}
         for j in range(len(layers) - 1, -1, -1):
             layer, rng = layers[j], ctx.rng[j]
@@ -454,17 +469,20 @@ class _SharedStorageBlock(torch.autograd.Function):
             with torch.enable_grad(), replay, _autocast_like(ctx.autocast):
                 layer._norm_stats, layer._recomputing = ctx.norm_stats[j], True
                 try:
+                    # the layer's input, as the forward (and torch.cat) laid it out
+                    prefix = buf[:, :c].contiguous(memory_format=fmt)
                     if _direct(layer, ctx.norm_stats[j]):
-                        grad_x = _direct_layer_grads(layer, buf[:, :c],
+                        grad_x = _direct_layer_grads(layer, prefix,
                                                      kept[j] if kept else None,
                                                      grad_buf[:, c:c + k], grads,
                                                      ctx.norm_stats[j])
                     elif kept:
-                        grad_x = _layer_grads_from_kept(layer, buf[:, :c], kept[j],
+                        grad_x = _layer_grads_from_kept(layer, prefix, kept[j],
                                                         grad_buf[:, c:c + k], grads)
                     else:
-                        grad_x = _layer_grads_recomputed(layer, buf[:, :c],
+                        grad_x = _layer_grads_recomputed(layer, prefix,
                                                          grad_buf[:, c:c + k], grads)
+                    del prefix
                 finally:
                     layer._norm_stats, layer._recomputing = None, False
             grad_buf[:, :c] += grad_x
@@ -483,11 +501,11 @@ def _layer_grads_recomputed(layer: DenseLayer, prefix: Tensor, grad_new: Tensor,
     if layer.bottleneck and layer.drop_rate == 0:
         # conv2's output is not needed for backward, only its input: stop the
         # recomputation there and take conv2's gradients directly.
-        z = layer.relu2(layer._norm2(layer.bottleneck_fn(inp.contiguous())))
+        z = layer.relu2(layer._norm2(layer.bottleneck_fn(inp)))
         out, grad_new = z, _conv_grads(layer.conv2, z, grad_new, grads)
         params = [p for p in params if p is not layer.conv2.weight]
     else:
-        out = layer.new_features(inp.contiguous())
+        out = layer.new_features(inp)
     got = torch.autograd.grad(out, [inp, *params], grad_new, allow_unused=True)
     _accumulate_all(grads, params, got[1:])
     return got[0]
@@ -515,7 +533,7 @@ def _layer_grads_from_kept(layer: DenseLayer, prefix: Tensor, b: Tensor, grad_ne
     _accumulate_all(grads, tail_params, got[1:])
     # The head: norm1-act recomputed from the prefix, conv1 straight to its backward.
     inp = prefix.detach().requires_grad_(True)
-    z1 = layer.relu1(layer._norm1(inp.contiguous()))
+    z1 = layer.relu1(layer._norm1(inp))
     grad_z1 = _conv_grads(layer.conv1, z1, got[0], grads)
     head_params = [p for p in layer.norm1.parameters() if p.requires_grad]
     got = torch.autograd.grad(z1, [inp, *head_params], grad_z1, allow_unused=True)
@@ -601,7 +619,7 @@ def _direct_layer_grads(layer: DenseLayer, prefix: Tensor, b: Optional[Tensor],
     graph: ``b`` is the kept conv1 output (``true``), or None to recompute it (``max``);
     ``stats`` what the forward recorded (_norm_in_block)."""
     with torch.no_grad():  # the backward's own arithmetic: nothing here is recorded
-        x = prefix.contiguous()
+        x = prefix
         z1, stats1 = _norm_act(layer.norm1, x, stats.get(id(layer.norm1)))
         if layer.bottleneck:
             if b is None:
@@ -651,7 +669,7 @@ def _conv_grads(conv: nn.Conv2d, x: Tensor, grad_out: Tensor, grads: dict[int, T
     weight = conv.weight
     x = x.detach()
     g_in, g_w, _ = torch.ops.aten.convolution_backward(
-        grad_out.to(x.dtype).contiguous(), x, weight.to(x.dtype), None, list(conv.stride),
+        grad_out.to(x.dtype), x, weight.to(x.dtype), None, list(conv.stride),
         list(conv.padding), list(conv.dilation), False, [0, 0], conv.groups,
         [True, weight.requires_grad, False])
     if weight.requires_grad:

@@ -133,33 +133,79 @@ def _bitwise(a: torch.Tensor, b: torch.Tensor, msg: str = "") -> None:
     torch.testing.assert_close(a, b, rtol=0, atol=0, msg=msg or None)
 
 
-@pytest.mark.parametrize("level", LEVELS)
-@pytest.mark.parametrize("name,drop_rate", [
+NETS = [
     ("densenet-bc-100-12", 0.0),  # bottleneck layers
     ("densenet-bc-100-12", 0.2),  # dropout replayed in backward
     ("densenet-40-12", 0.0),      # no bottleneck: H_l = BN-ReLU-Conv3x3
     ("densenet-40-12", 0.2),
-])
-def test_memory_efficient_gradients_are_bitwise_and_batch_norm_updates_once(name, drop_rate,
-                                                                           level):
+]
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def _assert_level_is_exact(name: str, drop_rate: float, level, device: str = "cpu",
+                           layout: str = "nchw", autocast: torch.dtype | None = None) -> None:
+    """One training step of the plain model and of the same model at ``level``: the input
+    and parameter gradients and the BatchNorm buffers bit for bit, the block outputs in
+    the plain path's layout."""
+    fmt = LAYOUTS[layout]
     over = {"depth": 16 if name.startswith("densenet-bc") else 13, "expect": None,
             "drop_rate": drop_rate}
-    plain = archspec.build(archspec.load(name, overrides=over), seed=0)
+    plain = archspec.build(archspec.load(name, overrides=over), seed=0, device=device)
     eff = archspec.build(archspec.load(name, overrides={**over, "memory_efficient": level}),
-                         seed=0)
-    x = torch.randn(4, 3, 32, 32, requires_grad=True)
-    grads = []
+                         seed=0, device=device)
+    x = torch.randn(4, 3, 32, 32).to(device, memory_format=fmt).requires_grad_()
+    grads, outs = [], []
     for model in (plain, eff):
+        model.to(memory_format=fmt)
         x.grad = None
         torch.manual_seed(5)  # the same dropout masks in both
-        model(x).square().mean().backward()
+        # the first dense block's output, through a forward hook (same step)
+        hook = model.features.denseblock1.register_forward_hook(
+            lambda m, i, o: outs.append(o.detach()))
+        with torch.autocast(device, dtype=autocast, enabled=autocast is not None):
+            y = model(x)
+        hook.remove()
+        y.float().square().mean().backward()
         grads.append(x.grad.clone())
+    _bitwise(outs[0], outs[1])
+    assert outs[1].is_contiguous(memory_format=fmt), "the block changed the layout"
     _bitwise(grads[0], grads[1])
     for (key, a), b in zip(plain.named_parameters(), eff.parameters()):
         _bitwise(a.grad, b.grad, key)
     for (key, a), b in zip(plain.named_buffers(), eff.buffers()):
         _bitwise(a, b, key)  # running statistics and counts: one update per step
     assert eff.features.denseblock1.denselayer1.norm1.num_batches_tracked.item() == 1
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("name,drop_rate", NETS)
+def test_memory_efficient_gradients_are_bitwise_and_batch_norm_updates_once(name, drop_rate,
+                                                                           level, layout):
+    _assert_level_is_exact(name, drop_rate, level, layout=layout)
+
+
+@pytest.fixture
+def deterministic_cudnn():
+    """cuDNN's weight-gradient kernels may add with atomics (run-to-run differences);
+    the deterministic ones make a bitwise comparison meaningful."""
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    yield
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("autocast", [None, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("name,drop_rate", NETS)
+def test_memory_efficient_is_bitwise_on_cuda(name, drop_rate, level, layout, autocast,
+                                             deterministic_cudnn):
+    """The same contract on cuDNN: there the backward recomputes the batch statistics
+    (cuDNN's training kernel, momentum 0, its reserve space) instead of reusing them."""
+    _assert_level_is_exact(name, drop_rate, level, "cuda", layout, autocast)
 
 
 @pytest.mark.parametrize("kind", ["paper", "dropout", "blur", "group"])
@@ -238,18 +284,12 @@ def test_cpu_backward_reuses_the_forwards_batch_statistics(level):
     assert seen.training == [False] * n_recomputed
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("level", LEVELS)
-def test_memory_efficient_under_bf16_autocast(level):
-    spec = archspec.load("densenet-bc-100-12", overrides={"depth": 16, "expect": None})
-    plain = archspec.build(spec, seed=0)
-    eff = archspec.build(archspec.load("densenet-bc-100-12", overrides={
-        "depth": 16, "expect": None, "memory_efficient": level}), seed=0)
-    x = torch.randn(4, 3, 32, 32)
-    for model in (plain, eff):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            model(x).float().square().mean().backward()
-    for (name, a), b in zip(plain.named_parameters(), eff.parameters()):
-        _bitwise(a.grad, b.grad, name)  # the recomputation re-enters the same autocast
+def test_memory_efficient_under_bf16_autocast(level, layout):
+    # the recomputation re-enters the forward's autocast: the same bf16 kernels
+    _assert_level_is_exact("densenet-bc-100-12", 0.0, level, layout=layout,
+                           autocast=torch.bfloat16)
 
 
 def test_memory_levels_keep_what_they_promise_and_the_plan_estimates_it():
