@@ -400,19 +400,24 @@ HEAP_KEPT = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "68
 
 def step_time_rows(device: str, repeats: int, quick: bool) -> list[str]:
     cuda = device.startswith("cuda")
-    cases = ([("densenet-bc-100-12", 8, 32), ("densenet121", 2, 64)] if quick else
-             [("densenet-bc-100-12", 64, 32), ("densenet121", 8 if not cuda else 64, 224)])
+    cl = torch.channels_last
+    cases = ([("densenet-bc-100-12", 8, 32, None), ("densenet121", 2, 64, None)] if quick
+             else [("densenet-bc-100-12", 64, 32, None),
+                   ("densenet121", 8 if not cuda else 64, 224, None),
+                   ("densenet121", 8 if not cuda else 64, 224, cl)])
     out = []
-    for name, n, size in cases:
-        x = torch.randn(n, 3, size, size, device=device)
+    for name, n, size, fmt in cases:
+        fmt = fmt or torch.contiguous_format
+        x = torch.randn(n, 3, size, size, device=device).contiguous(memory_format=fmt)
         fns = {}
         for lvl in LEVELS:
-            m = ours(name, memory_efficient=lvl).to(device)
+            m = ours(name, memory_efficient=lvl).to(device).to(memory_format=fmt)
             y = torch.randint(0, m.num_classes, (n,), device=device)
             fns[str(lvl)] = train_step_fn(m, x, y)
         t = ab(fns, repeats, device)
+        layout = ", channels_last" if fmt == cl else ""
         for lvl in LEVELS:
-            out.append(row(f"{name}, {n}, {size}x{size} | {lvl}", t[str(lvl)],
+            out.append(row(f"{name}, {n}, {size}x{size}{layout} | {lvl}", t[str(lvl)],
                            t["False"] if lvl is not False else None))
     return out
 
