@@ -197,10 +197,18 @@ def _norm_in_block(norm: nn.Module, x: Tensor, stats: dict, replay: bool) -> Ten
             _, _, mean, invstd, count = node.saved_tensors
             stats[id(norm)] = _SyncStats(mean, invstd, count, node.process_group)
         return y
-    if type(norm) is nn.BatchNorm2d and x.device.type == "cpu" and _direct_norm(norm, None):
+    if _keeps_statistics(norm, x):
         y, stats[id(norm)] = _batch_norm_keeping_statistics(norm, x)
         return y
     return norm(x)
+
+
+def _keeps_statistics(norm: nn.Module, x: Tensor) -> bool:
+    """Whether the forward records this norm's batch statistics for the direct backward
+    to reuse (_norm_act): a training BatchNorm2d on the CPU. On CUDA the backward
+    recomputes them, since cuDNN's inference and training kernels need not agree to the
+    bit."""
+    return type(norm) is nn.BatchNorm2d and x.device.type == "cpu" and _direct_norm(norm, None)
 
 
 def _run_for_node(norm: nn.Module, x: Tensor) -> tuple[Tensor, object]:
@@ -613,13 +621,13 @@ def _norm_act_conv_backward(norm: nn.BatchNorm2d, x: Tensor, z: Tensor, stats: t
     return grad_x
 
 
-def _direct_layer_grads(layer: DenseLayer, prefix: Tensor, b: Optional[Tensor],
+def _direct_layer_grads(layer: DenseLayer, x: Tensor, b: Optional[Tensor],
                         grad_new: Tensor, grads: dict[int, Tensor], stats: dict) -> Tensor:
     """Both levels' backward for a BatchNorm-ReLU layer without dropout, with no autograd
-    graph: ``b`` is the kept conv1 output (``true``), or None to recompute it (``max``);
-    ``stats`` what the forward recorded (_norm_in_block)."""
+    graph: ``x`` is the layer's input (the prefix, laid out as in the forward), ``b`` the
+    kept conv1 output (``true``), or None to recompute it (``max``); ``stats`` what the
+    forward recorded (_norm_in_block)."""
     with torch.no_grad():  # the backward's own arithmetic: nothing here is recorded
-        x = prefix
         z1, stats1 = _norm_act(layer.norm1, x, stats.get(id(layer.norm1)))
         if layer.bottleneck:
             if b is None:
@@ -763,7 +771,7 @@ class _RecomputedTransition(torch.autograd.Function):
     @staticmethod
     def forward(ctx, t: Transition, x: Tensor, *params: Tensor) -> Tensor:
         # the modules' own forwards: one statistics update
-        if type(t.norm) is nn.BatchNorm2d and x.device.type == "cpu":
+        if _keeps_statistics(t.norm, x):
             y, ctx.kept = _batch_norm_keeping_statistics(t.norm, x)
         else:
             y, ctx.kept = t.norm(x), None

@@ -400,14 +400,13 @@ HEAP_KEPT = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "68
 
 def step_time_rows(device: str, repeats: int, quick: bool) -> list[str]:
     cuda = device.startswith("cuda")
-    cl = torch.channels_last
-    cases = ([("densenet-bc-100-12", 8, 32, None), ("densenet121", 2, 64, None)] if quick
-             else [("densenet-bc-100-12", 64, 32, None),
-                   ("densenet121", 8 if not cuda else 64, 224, None),
+    nchw, cl = torch.contiguous_format, torch.channels_last
+    cases = ([("densenet-bc-100-12", 8, 32, nchw), ("densenet121", 2, 64, nchw)] if quick
+             else [("densenet-bc-100-12", 64, 32, nchw),
+                   ("densenet121", 8 if not cuda else 64, 224, nchw),
                    ("densenet121", 8 if not cuda else 64, 224, cl)])
     out = []
     for name, n, size, fmt in cases:
-        fmt = fmt or torch.contiguous_format
         x = torch.randn(n, 3, size, size, device=device).contiguous(memory_format=fmt)
         fns = {}
         for lvl in LEVELS:
