@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +59,9 @@ def test_summary_table_markdown_layers_and_input(capsys):
     code, out, _ = run(capsys, "summary", "densenet-bc-100-12", "--format", "markdown")
     assert "| stem | 24x32x32 | 648 |" in out
     code, out, _ = run(capsys, "summary", "densenet-bc-100-12", "--layers")
-    assert out.count("denselayer") == 48 and "  denselayer16     216x32x32" in out
+    assert out.count("denselayer") == 48
+    assert re.search(r"\n  denselayer16 +216x32x32 \(\+12\) ", out)
+    assert "its activations count the k new channels only" in out
     code, out, _ = run(capsys, "summary", "densenet121", "--input", "3x64x64", "--format",
                        "json")
     data = json.loads(out)
@@ -149,7 +152,8 @@ def test_set_overrides_and_their_errors(capsys):
     assert code == 0 and "OK densenet-bc-100-12" in out
     code, _, err = run(capsys, "validate", "densenet121", "--set", "growth_rate=abc")
     assert code == 1
-    assert err.strip() == "<command line>:1:1: growth_rate: expected an integer or a list, found 'abc' " \
+    # the column counts command-line words, as --vary's errors do (issue 23)
+    assert err.strip() == "<command line>:1:4: growth_rate: expected an integer or a list, found 'abc' " \
                           "(a string)"
     code, _, err = run(capsys, "validate", "densenet121", "--set", "growth_rate")
     assert code == 2 and "KEY.PATH=VALUE" in err

@@ -28,7 +28,7 @@ EXPECTED = {
     "control-chars.yaml": (1, 10, "", "character U+0007 is not allowed"),
     "syntax-unclosed-list.yaml": (8, 12, "", "YAML syntax error"),
     "syntax-bad-indent.yaml": (5, 2, "", "YAML syntax error"),
-    "syntax-tab.yaml": (5, 1, "", "YAML syntax error"),
+    "syntax-tab.yaml": (5, 1, "", "a tab in the indentation; YAML forbids tabs there"),
     "two-documents.yaml": (9, 1, "", "expected a single document"),
     "top-level-list.yaml": (1, 1, "", "found a list of 2 items at the top level"),
     "top-level-scalar.yaml": (1, 1, "", "found 'densenet121' (a string) at the top level"),
@@ -55,7 +55,8 @@ EXPECTED = {
     "billion-layer-block.yaml": (7, 19, "block_config[1]", "must be <= 10000, found 1000000000"),
     "too-many-blocks.yaml": (7, 15, "block_config", "must have at most 16 item(s), found 40"),
     "block-config-mapping.yaml": (7, 15, "block_config", "expected a list, found a mapping"),
-    "stem-scalar.yaml": (3, 7, "stem", "expected a mapping, found 'cifar' (a string)"),
+    "stem-scalar.yaml": (3, 7, "stem", "expected a mapping, found 'cifar' (a string); "
+                         "write stem: {type: cifar}"),
     "input-too-small.yaml": (2, 30, "input.height",
                              "input 3x3x3 (CxHxW) is too small: transition2"),
     "imagenet-input-too-small.yaml": (2, 30, "input.height",

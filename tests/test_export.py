@@ -85,7 +85,7 @@ def test_export_refusals_write_nothing(capsys, tmp_path):
     assert code == 2 and "--batch must be at least 1" in err
     code, _, err = run(capsys, "export", "densenet121", "--input", "3x8x8",
                        "-o", str(tmp_path / "m.pt"))
-    assert code == 1 and err.startswith("<command line>:1:1: input.height:")
+    assert code == 1 and err.startswith("<command line>:1:4: input.height:")
     code, _, err = run(capsys, "export", *SMALL, "-o", str(tmp_path / "no" / "m.pt"))
     assert code == 1 and "does not exist" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.pt"]

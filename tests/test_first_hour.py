@@ -138,10 +138,10 @@ def test_smallest_input_is_the_smallest_that_plans():
 
 def test_command_line_causes_point_at_the_command_line(capsys):
     code, _, err = run(capsys, "summary", "densenet121", "--input", "3x16x16")
-    assert code == 1 and err.startswith("<command line>:1:1: input.height: input 3x16x16"), err
+    assert code == 1 and err.startswith("<command line>:1:4: input.height: input 3x16x16"), err
     code, _, err = run(capsys, "summary", "densenet121", "--set", "num_classes=2",
                        "--set", "block_config[9]=1")
-    assert code == 1 and err.startswith("<command line>:1:2: block_config[9]:"), err
+    assert code == 1 and err.startswith("<command line>:1:6: block_config[9]:"), err
 
 
 # --- 6. names are identifiers; free text is escaped -----------------------------------------------

@@ -6,6 +6,7 @@ import csv
 import io
 import itertools
 import json
+import re
 import subprocess
 import sys
 
@@ -114,7 +115,10 @@ def test_write_gives_specs_that_validate_and_pin_their_numbers(capsys, tmp_path)
     for f in files:
         p = archspec.load_plan(f)  # plans, with expect holding
         assert p.spec.expect.params == p.params
-        assert f.stem == p.name and p.name.startswith("densenet-bc-100-12+growth_rate=")
+        assert f.stem == p.name and re.fullmatch(
+            r"densenet-bc-100-12-0[123]-growth_rate=(8|12|16)\+depth=(40|52)", p.name)
+        assert p.spec.description.startswith("archspec search candidate ")
+        assert "C10+" not in p.spec.description + p.spec.source  # not the base's numbers
     again = ["search", "densenet-bc-100-12", "--vary", "growth_rate=8..16:4", "--vary",
              "depth=40,52", "--top", "3", "--write", str(out)]
     code, _, err = run(capsys, *again)

@@ -7,11 +7,13 @@
 Importing archspec does not import torch; ``build`` does, on first use.
 """
 
+import importlib as _importlib
 import os as _os
 import typing as _typing
 
 from .canonical import canonical, content_hash
-from .errors import Problem, SpecError
+from .errors import TORCH_MISSING as _TORCH_MISSING, Problem, SpecError, \
+    torch_missing as _torch_missing
 from .loader import load, loads
 from .pipeline import load_plan
 from .plan import LayerPlan, Plan, Stage, plan
@@ -21,7 +23,7 @@ from .search import search
 if _typing.TYPE_CHECKING:  # for editors and type checkers only: torch stays lazy
     import torch
 
-    from .builder import DenseNet, DenseNetFeatures
+    from .builder import DenseNet, DenseNetFeatures, load_checkpoint, save_checkpoint
     from .deploy import ExportResult
 
 __version__ = "0.1.0"
@@ -31,17 +33,27 @@ __all__ = ["load", "loads", "plan", "load_plan", "search", "build", "from_module
            "Problem", "Plan", "Stage", "LayerPlan", "DenseNetSpec", "StemType", "__version__"]
 
 
-# The model classes live in archspec.builder, which imports torch; they are looked up
-# here only when named (``archspec.DenseNet``, as LightningCLI's ``class_path`` names a
-# model class), so ``import archspec`` stays torch-free. Not in __all__ for that reason.
-_LAZY = {"DenseNet", "DenseNetFeatures"}
+# The model classes and the checkpoint functions live in archspec.builder, which imports
+# torch; they are looked up here only when named (``archspec.DenseNet``, as LightningCLI's
+# ``class_path`` names a model class), so ``import archspec`` stays torch-free. Not in
+# __all__ for that reason (a star import would load torch).
+_LAZY = {"DenseNet", "DenseNetFeatures", "save_checkpoint", "load_checkpoint"}
+
+
+def _torch_part(module: str, what: str):
+    """archspec.<module>, which imports torch; where PyTorch is missing, an error that says
+    how to install it (a spec writer's ``pip install archspec`` has no torch)."""
+    try:
+        return _importlib.import_module(f"{__name__}.{module}")
+    except ModuleNotFoundError as e:
+        if not _torch_missing(e):
+            raise
+        raise ModuleNotFoundError(f"archspec.{what} {_TORCH_MISSING}", name=e.name) from None
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        from . import builder
-
-        return getattr(builder, name)
+        return getattr(_torch_part("builder", name), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -68,7 +80,7 @@ def build(spec: "DenseNetSpec | Plan | str | _os.PathLike", *,
     :func:`archspec.builder.build`.
     """
     # builder, not build: a submodule named build would replace this function on import.
-    from .builder import build as _build  # torch is imported here, not at package import
+    _build = _torch_part("builder", "build").build  # torch is imported here, not at import
 
     return _build(spec, device=device, dtype=dtype, seed=seed, allow_large=allow_large,
                   weights=weights, drop_head=drop_head, features_only=features_only,
@@ -79,9 +91,7 @@ def from_module(model: "torch.nn.Module", *, name: "str | None" = None,
                 source: "str | None" = None) -> DenseNetSpec:
     """Infer the spec of a torchvision, timm or archspec DenseNet instance (named after
     the zoo spec it equals, if any); see :func:`archspec.introspect.from_module`."""
-    from .introspect import from_module as _from_module
-
-    return _from_module(model, name=name, source=source)
+    return _torch_part("introspect", "from_module").from_module(model, name=name, source=source)
 
 
 def export(model: "torch.nn.Module", path: "str | _os.PathLike", *,
@@ -92,7 +102,7 @@ def export(model: "torch.nn.Module", path: "str | _os.PathLike", *,
     the suffix of ``path``, once the artefact, loaded back by its runtime, matches eager
     on a random input (within 1e-4); atomically, never over an existing file unless
     ``force``. See :func:`archspec.deploy.export`."""
-    from .deploy import export as _export  # torch (and onnx for .onnx) load here
+    _export = _torch_part("deploy", "export").export  # torch (and onnx for .onnx) load here
     return _export(model, path, input_shape=input_shape, batch=batch,
                    dynamic_batch=dynamic_batch, force=force, seed=seed)
 
@@ -103,6 +113,6 @@ def optimize_for_inference(model: "torch.nn.Module", *, channels_last: bool = Tr
     folded, transitions pooled before their convs, no per-layer concatenation,
     channels_last); with ``example_input``, its forward recorded as a CUDA graph for
     small static batches. See :func:`archspec.inference.optimize_for_inference`."""
-    from .inference import optimize_for_inference as _optimize
+    _optimize = _torch_part("inference", "optimize_for_inference").optimize_for_inference
 
     return _optimize(model, channels_last=channels_last, example_input=example_input)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import Problem, SpecError
+from .errors import Problem, SpecError, format_path
 from .plan import Plan
+from .yamlio import COMMAND_LINE
 
 __all__ = ["ResourceError", "Estimate", "estimate", "check_resources", "MAX_PARAMS",
            "available_bytes"]
@@ -78,6 +79,19 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
+def _cause(plan: Plan) -> tuple[Any, str]:
+    """Where a too-large network was made: the first override on the command line (or in
+    ``overrides=``) when there is one, since a zoo spec is fine until it is changed; else
+    the top of the spec file."""
+    smap = plan.spec.source_map
+    given = sorted(((m.column, p) for p, m in smap.values.items() if m.file == COMMAND_LINE),
+                   key=lambda cp: cp[0])
+    if given:
+        column, path = given[0]
+        return smap.locate(path), format_path(path)
+    return smap.locate(()), ""
+
+
 def check_resources(plan: Plan, *, device: Any = "cpu", dtype_bytes: int = 4,
                     batch: int | None = None, training: bool = True,
                     allow_large: bool = False) -> Estimate:
@@ -86,18 +100,17 @@ def check_resources(plan: Plan, *, device: Any = "cpu", dtype_bytes: int = 4,
     est = estimate(plan, dtype_bytes=dtype_bytes, batch=batch, training=training)
     if allow_large:
         return est
-    smap = plan.spec.source_map
-    mark = smap.locate(())
+    mark, path = _cause(plan)
     hint = "; pass allow_large=True (--allow-large) to try anyway"
     if plan.params > MAX_PARAMS:
         raise ResourceError(Problem(
             f"{plan.name} has {plan.params:,} parameters, over the limit of {MAX_PARAMS:,}"
-            + hint, mark.file, mark.line, mark.column, ""))
+            + hint, mark.file, mark.line, mark.column, path))
     free = available_bytes(device)
     if free is not None and est.total > HEADROOM * free:
         what = (f"weights {_gb(est.weight_bytes)} + activations {_gb(est.activation_bytes)} "
                 f"at batch {batch}" if batch else f"weights {_gb(est.weight_bytes)}")
         raise ResourceError(Problem(
             f"{plan.name} needs about {_gb(est.total)} ({what}) but {device} has "
-            f"{_gb(free)} free" + hint, mark.file, mark.line, mark.column, ""))
+            f"{_gb(free)} free" + hint, mark.file, mark.line, mark.column, path))
     return est

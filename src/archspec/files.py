@@ -12,7 +12,14 @@ __all__ = ["OutputError", "write_atomic", "check_writable"]
 
 
 class OutputError(Exception):
-    """An output path that must not be written (exists, is an input, is a directory)."""
+    """An output path that must not be written (exists, is an input, is a directory).
+
+    ``cli`` is the message as the command line says it, where the two differ (the
+    Python API's ``force=True`` is the command line's ``--force``)."""
+
+    def __init__(self, message: str, *, cli: str | None = None):
+        super().__init__(message)
+        self.cli = cli or message
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *,
@@ -60,7 +67,8 @@ def check_writable(path: str | os.PathLike, *, force: bool = False,
         except OSError:
             continue
     if target.exists() and not force:
-        raise OutputError(f"{target}: already exists; pass --force to replace it")
+        raise OutputError(f"{target}: already exists; pass force=True to replace it",
+                          cli=f"{target}: already exists; pass --force to replace it")
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"{target}: folder {folder} does not exist")

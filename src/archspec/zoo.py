@@ -1,8 +1,8 @@
 """The zoo: shipped spec files, found by file stem (``densenet121``, ``densenet-bc-100-12``).
 
-The files live in the top-level ``specs/`` folder of the source tree, which is installed
-as the package ``archspec.specs``; importlib.resources finds them the same way in an
-editable install, a wheel and a zip.
+The files live in the top-level ``specs/`` folder of the source tree, where a source
+checkout and an editable install read them; a wheel carries a copy as ``archspec/specs``
+(setup.py), read through importlib.resources (so a zipped install works too).
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import resources
 from importlib.resources.abc import Traversable
+from pathlib import Path
 
-__all__ = ["names", "find", "groups"]
+__all__ = ["names", "find", "groups", "root", "name_of"]
 
 
 def _walk(node: Traversable, group: str = ""):
@@ -22,10 +23,18 @@ def _walk(node: Traversable, group: str = ""):
             yield child.name.rsplit(".", 1)[0], group, child
 
 
+def root() -> Traversable:
+    """The folder the zoo is read from: the wheel's copy, else the source tree's specs/."""
+    shipped = resources.files("archspec") / "specs"
+    if shipped.is_dir():
+        return shipped
+    return Path(__file__).resolve().parents[2] / "specs"  # src/archspec/zoo.py
+
+
 @lru_cache(maxsize=1)
 def _index() -> dict[str, tuple[str, Traversable]]:
     index: dict[str, tuple[str, Traversable]] = {}
-    for name, group, item in _walk(resources.files("archspec.specs")):
+    for name, group, item in _walk(root()):
         if name in index:  # a name is the contract: two files with one stem would be ambiguous
             raise RuntimeError(f"zoo has two specs named {name!r}")
         index[name] = (group, item)
@@ -55,3 +64,18 @@ def _natural(name: str) -> tuple:
     import re
 
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+@lru_cache(maxsize=1)
+def _hashes() -> dict[str, str]:
+    from .canonical import content_hash
+    from .loader import load
+
+    return {content_hash(load(n)): n for n in names()}
+
+
+def name_of(spec) -> str | None:
+    """The zoo name of a spec that is exactly a zoo spec (same content hash), else None."""
+    from .canonical import content_hash
+
+    return _hashes().get(content_hash(spec))

@@ -90,7 +90,8 @@ def summary_rows(plan: Plan, *, layers: bool = False) -> list[list[str]]:
         if layers:
             for lp in s.layers:
                 h, w = s.out_size
-                rows.append([f"  {lp.name}", _size(lp.out_channels, (h, w)), f"{lp.params:,}",
+                rows.append([f"  {lp.name}", f"{_size(lp.out_channels, (h, w))} "
+                                              f"(+{lp.growth_rate})", f"{lp.params:,}",
                              f"{lp.macs:,}", f"{lp.growth_rate * h * w:,}"])
     rows.append(["total", "", f"{plan.params:,}", f"{plan.macs:,}", f"{plan.activations:,}"])
     return rows
@@ -119,6 +120,9 @@ def summary_text(plan: Plan, *, fmt: str = "table", layers: bool = False,
     table = render_table(SUMMARY_HEADER, summary_rows(plan, layers=layers), fmt)
     tail = (f"params {plan.params:,} ({human(plan.params)}), MACs {plan.macs:,} "
             f"({human(plan.macs)}) per image, out_channels {plan.out_channels}")
+    if layers:  # a layer's row reads two ways; say which is which
+        tail = ("a dense layer's output is the block's concatenation after it (+ its k "
+                "new channels); its activations count the k new channels only\n" + tail)
     if batch:
         tail += "\n" + _training_memory_line(plan, batch)
     if content_hash:
@@ -232,9 +236,24 @@ def _stage_cells(s: Stage | None) -> tuple[str, str]:
     return _size(s.out_channels, s.out_size), f"{s.params:,}"
 
 
+def _stage_names(a: Plan, b: Plan) -> list[str]:
+    """The stages of both plans in network order (stem, denseblock1, transition1, ...,
+    head), so a stage only one side has sits where it runs, not after the head."""
+    kinds = {"block": 0, "transition": 1}
+
+    def order(s: Stage) -> tuple:
+        if s.kind == "stem":
+            return (0, 0)
+        if s.kind == "head":
+            return (2, 0)
+        return (1, int(s.name.lstrip("abcdefghijklmnopqrstuvwxyz")), kinds.get(s.kind, 2))
+    stages = {s.name: s for s in (*a.stages, *b.stages)}
+    return sorted(stages, key=lambda n: order(stages[n]))
+
+
 def diff_rows(a: Plan, b: Plan) -> list[list[str]]:
     """Stage by stage (matched by name), every stage where channels, size or params differ."""
-    names = list(dict.fromkeys([s.name for s in a.stages] + [s.name for s in b.stages]))
+    names = _stage_names(a, b)
     by_a, by_b = {s.name: s for s in a.stages}, {s.name: s for s in b.stages}
     rows = []
     for n in names:
@@ -287,7 +306,7 @@ def diff_json(a: Plan, b: Plan) -> str:
     "a", "b", "params_delta"}], "params": [a, b], "macs": [a, b]}``; a stage missing on one
     side is null there. Only what differs is listed, as in the text form."""
     by_a, by_b = {s.name: s for s in a.stages}, {s.name: s for s in b.stages}
-    names = list(dict.fromkeys([*by_a, *by_b]))
+    names = _stage_names(a, b)
 
     def brief(s: Stage | None):
         if s is None:

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Mapping, Sequence
 
-from .errors import SpecError
-from .loader import key_path_error, read_override_value, resolve
+from .errors import SpecError, format_path
+from .loader import key_path_error, parse_key_path, read_override_value, resolve, safe_name
+from .schema import MAX_NAME_LENGTH
 from .plan import Plan, plan as make_plan
 from .yamlio import COMMAND_LINE, parse_yaml
 
@@ -250,6 +251,10 @@ def search(base: str | os.PathLike, vary: Mapping[str, Iterable[Any]], *,
     # --set values are YAML text: read once, not once per combination.
     fixed = {k: read_override_value(v) for k, v in (overrides or {}).items()}
     base_plan = make_plan(source.spec(fixed or None))
+    for i, key in enumerate(keys, start=1):
+        why = _never_valid(source, fixed, key, grid[i - 1])
+        if why:
+            raise SearchError(f"{key}: {why}", i)
     matched: list[tuple[dict, Plan, int]] = []
     rejected: list[Rejected] = []
     valid = 0
@@ -274,6 +279,47 @@ def search(base: str | os.PathLike, vary: Mapping[str, Iterable[Any]], *,
     return SearchResult(str(base), count, valid, len(rejected), candidates,
                         candidates[:top] if top else candidates, rejected, batch,
                         objectives, base_plan)
+
+
+def _never_valid(source: Any, fixed: dict, key: str, values: list) -> str | None:
+    """Why some value of ``key`` can never be valid, whatever the other keys are: the
+    schema refuses it at that key (a type, a range; the schema's rules are per field), so
+    `--vary depth=abc` is a usage error, not a grid of rejected candidates. Numbers are
+    checked at their extremes (bounds are ranges) and one of each other type."""
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    others = {(type(v), repr(v)): v for v in values if v not in numbers or isinstance(v, bool)}
+    picks = ([min(numbers), max(numbers)] if numbers else []) + list(others.values())[:100]
+    where = format_path(parse_key_path(key))
+    for value in picks:
+        try:
+            source.spec({**fixed, key: value})
+        except SpecError as e:
+            for p in e.problems:
+                at_key = p.path == where or p.path.startswith((where + ".", where + "["))
+                if p.file == COMMAND_LINE and at_key and _schema_problem(p.message):
+                    return f"value {_shown(value)} can never be valid: {p.message}"
+    return None
+
+
+def _schema_problem(message: str) -> bool:
+    # The loader's own override problems (an index the base lacks) depend on the other
+    # keys; the schema's (a type, a bound, an enum) do not.
+    return not message.startswith(("no item", "bad override")) \
+        and not message.endswith("is not a mapping")
+
+
+def _text(value: Any) -> str:
+    """A varied value as a person writes it: 0.5, true, null, [6,12]."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, list):
+        return "[" + ",".join(_text(v) for v in value) + "]"
+    return str(value)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _within(p: Plan, activations: int, limits: dict[str, int | None]) -> bool:
@@ -320,12 +366,25 @@ def write_candidates(result: SearchResult, folder: str | os.PathLike, *,
         raise OutputError(f"{out}: folder {out.parent} does not exist")
     out.mkdir(exist_ok=True)
     written = []
-    for c in result.candidates:
+    base = Path(result.base).stem  # a zoo name, or the base file's name
+    digits = max(2, len(str(len(result.candidates))))
+    for rank, c in enumerate(result.candidates, start=1):
+        varied = ", ".join(f"{k}={_text(v)}" for k, v in c.overrides.items())
+        # The name (and file name) is the base, the rank and what was varied: the --set
+        # overrides every candidate shares are in the spec, not repeated in 20 file names.
+        name = safe_name(f"{base}-{rank:0{digits}d}-"
+                         + "+".join(f"{k}={_text(v)}" for k, v in c.overrides.items()))
         data = canonical_dict(c.plan.spec)
+        data["name"] = name[:MAX_NAME_LENGTH]
+        data["description"] = (f"archspec search candidate {rank} of "
+                               f"{len(result.candidates)}: {varied} "
+                               f"({c.params:,} params, {c.macs:,} MACs per image"
+                               f"{', on the Pareto front' if c.pareto else ''})")
+        data["source"] = f"archspec search over {result.base}"
         data["expect"] = {"params": c.params, "out_channels": c.plan.out_channels}
         text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None,
                               allow_unicode=True, width=100)
-        path = out / f"{c.plan.name}.yaml"
+        path = out / f"{data['name']}.yaml"
         written.append(write_atomic(path, lambda fh, t=text: fh.write(t.encode()),
                                     force=force))
     return written

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import zoo
 from .canonical import canonical, content_hash
 from .files import write_atomic
 from .loader import load, loads
@@ -31,11 +32,23 @@ __all__ = ["DenseNet", "DenseNetFeatures", "FeatureInfo", "build", "expected_sta
 def _pretrained_cfg(plan: Plan) -> Dict[str, Any]:
     """timm's ``pretrained_cfg`` for a spec: what a data pipeline or a fine-tuning script
     reads from a model (input size, classes, where the first conv and the classifier are),
-    and which spec it is (name and content hash). No mean/std: a spec does not state them."""
-    return {"architecture": plan.name, "input_size": tuple(plan.input_shape),
-            "num_classes": plan.num_classes, "first_conv": "features.conv0",
-            "classifier": "classifier", "pool_size": tuple(plan.stages[-1].in_size),
-            "spec_sha256": content_hash(plan.spec), "source": plan.spec.source}
+    and which spec it is (name and content hash). A spec does not state how its inputs are
+    normalised, so ``mean``/``std`` (timm's keys) are given only where the zoo knows them:
+    its ImageNet networks, with the ImageNet statistics torchvision and timm train with."""
+    cfg = {"architecture": plan.name, "input_size": tuple(plan.input_shape),
+           "num_classes": plan.num_classes, "first_conv": "features.conv0",
+           "classifier": "classifier", "pool_size": tuple(plan.stages[-1].in_size),
+           "spec_sha256": content_hash(plan.spec), "source": plan.spec.source}
+    group = zoo.groups().get(zoo.name_of(plan.spec) or "")
+    if group in ("imagenet", "timm"):  # torchvision resizes bilinearly, timm bicubically
+        cfg.update(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875,
+                   interpolation="bicubic" if group == "timm" else "bilinear")
+    return cfg
+
+
+# torchvision's and timm's ImageNet normalisation (RGB, inputs scaled to [0, 1]).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class DenseNet(nn.Module):
@@ -371,6 +384,22 @@ def load_checkpoint(path: str | os.PathLike, *, device: Any = None) -> DenseNet:
     model = build(spec)
     model.load_state_dict(payload["state_dict"], strict=True)
     return model.to(device) if device is not None else model
+
+
+def zoo_specs_fitting(state: Mapping[str, torch.Tensor], *, drop_head: bool = False
+                      ) -> list[str]:
+    """The zoo names whose models a state_dict loads into (names and shapes), for the
+    "it fits densenet161" hint of a checkpoint that does not fit the spec asked for."""
+    from . import zoo
+    from .pipeline import load_plan
+    from .weights import compare
+
+    fits = []
+    for name in zoo.names():
+        report, _ = compare(expected_state(load_plan(name)), dict(state), drop_head=drop_head)
+        if report.ok:
+            fits.append(name)
+    return fits
 
 
 def expected_state(spec: DenseNetSpec | Plan | str | os.PathLike) -> nn.Module:

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from . import __version__, zoo
 from .canonical import canonical, content_hash
-from .errors import SpecError
+from .errors import TORCH_MISSING, SpecError, torch_missing
 from .yamlio import COMMAND_LINE
 from .files import OutputError, write_atomic
 from .pipeline import load_plan
@@ -82,6 +82,27 @@ def _overrides(pairs: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
+def _at_argv(e: SpecError, argv: Sequence[str]) -> SpecError:
+    """Problems located on the command line count words as --vary's do: the loader's
+    column N is the N-th override (--set in order, then --input); here it becomes the
+    1-based place of that override's word in the command line."""
+    def places_of(option: str) -> list[int]:
+        return [i + 1 for i, word in enumerate(argv)
+                if (i and argv[i - 1] == option) or word.startswith(option + "=")]
+    places = places_of("--set") + places_of("--input")
+    if not places or not any(p.file == COMMAND_LINE for p in e.problems):
+        return e
+    import dataclasses
+
+    def moved(p):
+        if p.file != COMMAND_LINE or not 1 <= p.column <= len(places):
+            return p
+        return dataclasses.replace(p, column=places[p.column - 1])
+    out = SpecError([moved(p) for p in e.problems])
+    out.partial = e.partial
+    return out
+
+
 def _input_overrides(text: str | None) -> dict[str, str]:
     """--input CxHxW as one override of ``input`` (so a size problem is located at it)."""
     if not text:
@@ -123,7 +144,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             p = _plan(name, args)
         except SpecError as e:
             failed += 1
-            _print_problems(e)
+            _print_problems(_at_argv(e, args.argv))
             continue
         ok = _colour("OK", "32", sys.stdout)
         _out(f"{ok} {p.name} ({p.params:,} params, {p.out_channels} out_channels)")
@@ -255,7 +276,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         model = optimize_for_inference(model)
     try:
         result = export(model, args.output, input_shape=p.input_shape, batch=args.batch,
-                        dynamic_batch=args.dynamic_batch, force=args.force, inputs=inputs)
+                        dynamic_batch=args.dynamic_batch, force=args.force, inputs=inputs,
+                        progress=lambda step: _err(f"archspec export: {step}"))
     except ExportError as e:
         _err(f"archspec export: {printable(str(e))}")
         return EXIT_FAIL
@@ -273,6 +295,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _say_provenance(names: Sequence[str]) -> None:
+    """For each exported file among ``names``: which spec and archspec made it."""
+    from .provenance import embedded_spec, is_artefact
+
+    for name in names:
+        if is_artefact(name) and os.path.isfile(name):
+            prov = embedded_spec(name)
+            spec_name = next((line[6:].strip() for line in prov.spec_text.splitlines()
+                              if line.startswith("name: ")), "?")
+            _err(f"{name}: exported by archspec {prov.version or '?'} from {spec_name} "
+                 f"(spec sha256 {prov.sha256}, matches the embedded spec)")
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     names = zoo.names() if args.all else args.specs
     if not names:
@@ -284,6 +319,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for p in plans:
             check_resources(p, device="cpu", dtype_bytes=DTYPE_BYTES[args.dtype],
                             batch=args.batch, allow_large=args.allow_large)
+    _say_provenance(names)
     from .verify import DeviceError, verify_all  # imports torch
 
     try:
@@ -315,17 +351,45 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_check_weights(args: argparse.Namespace) -> int:
     p = _plan(args.spec, args)
-    from .builder import expected_state  # imports torch
+    _say_provenance([args.spec])
+    from .builder import expected_state, zoo_specs_fitting  # imports torch
     from .weights import WeightsError, compare, read_state_dict
 
-    report, _ = compare(expected_state(p), read_state_dict(args.checkpoint), args.checkpoint,
-                        drop_head=args.drop_head)
+    state = read_state_dict(args.checkpoint)
+    report, _ = compare(expected_state(p), state, args.checkpoint, drop_head=args.drop_head)
     verdict = "loads into" if report.ok else "does NOT load into"
     _out(f"{args.checkpoint} {verdict} {p.name}: {report.summary()}")
     if not report.ok:
+        fits = [n for n in zoo_specs_fitting(state, drop_head=args.drop_head) if n != p.name]
+        if fits:  # said first: 800 mismatched shapes are read as "wrong spec" anyway
+            _err(f"{args.checkpoint} fits the zoo's {' and '.join(fits)}: archspec "
+                 f"check-weights {fits[0]} {args.checkpoint}")
         _print_problems(WeightsError(report.problems()), None if args.all else
                         MAX_PROBLEMS_SHOWN)
         return EXIT_FAIL
+    return EXIT_OK
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    import re
+
+    from pathlib import Path
+
+    from .loader import resolve_text
+    from .schema import MAX_NAME_LENGTH, NAME_PATTERN, NAME_RULE
+    from .starter import starter_text
+
+    if not re.match(NAME_PATTERN, args.name) or len(args.name) > MAX_NAME_LENGTH:
+        raise _Usage(f"NAME holds {NAME_RULE}, at most {MAX_NAME_LENGTH} characters; got "
+                     f"{printable(args.name)!r}")
+    output = args.output or f"{args.name}.yaml"
+    text = starter_text(args.name, output, args.base)
+    # Checked where it will live (a relative 'extends' starts there); a starter that does
+    # not validate would be a bug of ours, and nothing is written then.
+    resolve_text(text, output, Path(output).parent).spec()
+    out = write_atomic(output, lambda fh: fh.write(text.encode()), force=args.force,
+                       inputs=[args.base] if args.base else [])
+    _out(f"wrote {out}: edit it, then archspec validate {out}")
     return EXIT_OK
 
 
@@ -456,6 +520,8 @@ _EXAMPLES = {
                "archspec export densenet-bc-100-12 -o bc100.pt --input 3x64x64 --batch 8"],
     "check-weights": ["archspec check-weights densenet121 densenet121.pth",
                       "archspec check-weights densenet161 densenet121.pth --all"],
+    "new": ["archspec new my-densenet", "archspec new wide121 --from densenet121",
+            "archspec new tiny --from densenet-bc-100-12 -o specs/tiny.yaml"],
     "import": ["archspec import torchvision:densenet121 -o densenet121.yaml",
                "archspec import timm:densenetblur121d -o blur.yaml"],
     "verify": ["archspec verify densenet121", "archspec verify --all --device cuda "
@@ -595,6 +661,13 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"list every problem (default: the first {MAX_PROBLEMS_SHOWN})")
     with_set(p)
 
+    p = command("new", cmd_new, "write a commented starter spec (NAME.yaml) to edit")
+    p.add_argument("name", metavar="NAME", help="the spec's name")
+    p.add_argument("--from", dest="base", metavar="BASE",
+                   help="extend this zoo name or spec file (its settings listed as comments)")
+    p.add_argument("-o", "--output", metavar="FILE.yaml", help="default: NAME.yaml")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+
     p = command("import", cmd_import,
                 "write the spec of a torchvision or timm DenseNet (e.g. torchvision:densenet121)")
     p.add_argument("ref", metavar="LIBRARY:NAME")
@@ -672,10 +745,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(printable(str(e)))
         return EXIT_USAGE
     except SpecError as e:
-        _print_problems(e)
+        _print_problems(_at_argv(e, argv))
         return EXIT_FAIL
     except OutputError as e:
-        _err(f"archspec {args.command}: {e}")
+        _err(f"archspec {args.command}: {e.cli}")
+        return EXIT_FAIL
+    except ModuleNotFoundError as e:
+        if not torch_missing(e):
+            raise
+        _err(f"archspec {args.command}: {TORCH_MISSING}")
         return EXIT_FAIL
     except KeyboardInterrupt:
         _err("interrupted")

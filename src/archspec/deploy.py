@@ -66,13 +66,18 @@ def format_for(path: str | os.PathLike) -> str:
 def export(model: nn.Module, path: str | os.PathLike, *,
            input_shape: tuple[int, int, int] | None = None, batch: int = 1,
            dynamic_batch: bool = False, force: bool = False, inputs: tuple | list = (),
-           seed: int = 0) -> ExportResult:
+           seed: int = 0, progress: Callable[[str], None] | None = None) -> ExportResult:
     """Export ``model`` (a float32 model on the CPU, made eval meanwhile) to ``path``, in
     the format of its suffix, after checking the exported artefact against eager within
     ``TOLERANCE`` at ``batch`` (and, with ``dynamic_batch``, at another batch size too). ``input_shape``
     (C, H, W) defaults to the input of the spec the model was built from.
 
     ``inputs`` are files the output must not replace (as ``write_atomic`` takes them).
+    ``progress(step)`` is told each step as it starts (exporting takes seconds to minutes).
+    A model built by archspec carries its provenance into the file: its canonical spec and
+    that spec's sha256 (ONNX ``metadata_props``, the extra files of a .pt2 or TorchScript
+    archive), which ``archspec.provenance.embedded_spec`` reads back and every command
+    taking a SPEC accepts (``archspec verify model.onnx``).
     Raises ExportError when the exporter fails or the artefact disagrees with eager, and
     ValueError for an unknown suffix or a batch below 1; nothing is written then.
     """
@@ -84,18 +89,24 @@ def export(model: nn.Module, path: str | os.PathLike, *,
         input_shape = plan.input_shape
     if not 1 <= batch <= MAX_BATCH:
         raise ValueError(f"batch must be between 1 and {MAX_BATCH}, got {batch}")
+    say = progress or (lambda step: None)
+    plan = getattr(model, "plan", None)
+    provenance = _provenance(plan.spec) if plan is not None else {}
     was_training = model.training
     model.eval()
     try:
         gen = torch.Generator().manual_seed(seed)
         x = torch.randn(batch, *input_shape, generator=gen)
+        say(f"exporting to {fmt} ({_EXPORT_HOW[fmt]})")
         with _failures_as(f"{fmt} export failed"):
-            data = _EXPORTERS[fmt](model, x, dynamic_batch)
+            data = _EXPORTERS[fmt](model, x, dynamic_batch, provenance)
+        say(f"loading the artefact back ({_RUNTIME[fmt]})")
         with _failures_as(f"loading the {fmt} artefact back failed"):
             run = _LOADERS[fmt](data)
         sizes = [batch] + ([batch + 1] if dynamic_batch else [])
         diffs: dict[int, float] = {}
         for n in sizes:
+            say(f"checking against eager at batch {n}")
             xi = x if n == batch else torch.randn(n, *input_shape, generator=gen)
             with torch.no_grad():
                 want = model(xi)
@@ -110,6 +121,7 @@ def export(model: nn.Module, path: str | os.PathLike, *,
                                   f"at batch {n} (tolerance {TOLERANCE:g}); nothing written")
     finally:
         model.train(was_training)
+    say(f"writing {os.fspath(path)}")
     out = write_atomic(path, lambda fh: fh.write(data), force=force, inputs=inputs)
     return ExportResult(Path(out), fmt, batch, dynamic_batch, tuple(input_shape), diffs,
                         len(data))
@@ -127,12 +139,17 @@ def _traceable_example(x: torch.Tensor, dynamic_batch: bool) -> torch.Tensor:
     return torch.cat([x, x])[:2] if dynamic_batch and x.shape[0] < 2 else x
 
 
-def _export_program(model: nn.Module, x: torch.Tensor, dynamic_batch: bool) -> bytes:
+def _export_program(model: nn.Module, x: torch.Tensor, dynamic_batch: bool,
+                    provenance: dict[str, str]) -> bytes:
     shapes = ({0: _batch_dim()},) if dynamic_batch else None
     program = torch.export.export(model, (_traceable_example(x, dynamic_batch),),
                                   dynamic_shapes=shapes, strict=True)
     buf = io.BytesIO()
-    torch.export.save(program, buf)
+    with warnings.catch_warnings():
+        # Weights that share storage (the folded norms' views) are saved once; torch warns
+        # that this "may cause issues when your weights are not on CPU": ours are.
+        warnings.filterwarnings("ignore", message="No complete tensor found in the group")
+        torch.export.save(program, buf, extra_files=provenance)
     return buf.getvalue()
 
 
@@ -148,12 +165,13 @@ def _load_program(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
     return _no_grad_call(torch.export.load(io.BytesIO(data)).module())
 
 
-def _export_torchscript(model: nn.Module, x: torch.Tensor, dynamic_batch: bool) -> bytes:
+def _export_torchscript(model: nn.Module, x: torch.Tensor, dynamic_batch: bool,
+                        provenance: dict[str, str]) -> bytes:
     # Scripting, not tracing: the artefact keeps every shape symbolic, so any batch works.
     with _quiet():  # TorchScript's deprecation notice: the user asked for a .pt by name
         scripted = torch.jit.script(model)
         buf = io.BytesIO()
-        torch.jit.save(scripted, buf)
+        torch.jit.save(scripted, buf, _extra_files=provenance)
     return buf.getvalue()
 
 
@@ -162,7 +180,8 @@ def _load_torchscript(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
         return _no_grad_call(torch.jit.load(io.BytesIO(data), map_location="cpu"))
 
 
-def _export_onnx(model: nn.Module, x: torch.Tensor, dynamic_batch: bool) -> bytes:
+def _export_onnx(model: nn.Module, x: torch.Tensor, dynamic_batch: bool,
+                 provenance: dict[str, str]) -> bytes:
     try:
         import onnxscript  # noqa: F401  (torch's dynamo exporter needs it)
     except ImportError as e:
@@ -173,7 +192,11 @@ def _export_onnx(model: nn.Module, x: torch.Tensor, dynamic_batch: bool) -> byte
         program = torch.onnx.export(model, (_traceable_example(x, dynamic_batch),),
                                     dynamo=True, dynamic_shapes=shapes, verbose=False,
                                     input_names=["input"], output_names=["output"])
-    data = program.model_proto.SerializeToString()
+    proto = program.model_proto
+    for key, value in provenance.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    data = proto.SerializeToString()
     if len(data) > _ONNX_PROTO_LIMIT:
         raise ExportError("the model is over 2 GB, protobuf's limit for one ONNX file")
     return data
@@ -214,6 +237,19 @@ def _quiet():
         yield
 
 
+def _provenance(spec) -> dict[str, str]:
+    from . import __version__
+    from .canonical import canonical, content_hash
+    from .provenance import SHA256_KEY, SPEC_KEY, VERSION_KEY
+
+    return {SPEC_KEY: canonical(spec), SHA256_KEY: content_hash(spec),
+            VERSION_KEY: __version__}
+
+
+_EXPORT_HOW = {"onnx": "torch.onnx dynamo exporter", "exported_program": "torch.export",
+               "torchscript": "torch.jit.script"}
+_RUNTIME = {"onnx": "onnxruntime", "exported_program": "torch.export.load",
+            "torchscript": "torch.jit.load"}
 _EXPORTERS = {"onnx": _export_onnx, "exported_program": _export_program,
               "torchscript": _export_torchscript}
 _LOADERS = {"onnx": _load_onnx, "exported_program": _load_program,

@@ -12,7 +12,7 @@ import os
 import re
 import stat
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -20,8 +20,10 @@ from pydantic import BaseModel, ValidationError
 
 from . import zoo
 from .errors import Problem, SpecError, format_path
+from .provenance import embedded_spec, is_artefact
 from .schema import MAX_NAME_LENGTH, NAME_CHARS, NAME_PATTERN, NAME_RULE, DenseNetSpec
-from .yamlio import COMMAND_LINE, MAX_BYTES, Mark, SourceMap, decode_bytes, parse_yaml
+from .yamlio import (COMMAND_LINE, MAX_BYTES, Mark, SourceMap, decode_bytes, parse_yaml,
+                     read_yaml)
 
 __all__ = ["load", "loads", "resolve", "ResolvedSource", "read_spec_source", "describe",
            "parse_key_path", "key_path_error", "read_override_value", "top_key", "safe_name"]
@@ -38,7 +40,7 @@ def load(name_or_path: str | os.PathLike, *, overrides: Mapping[str, Any] | None
     Raises SpecError for anything wrong with the spec, located in its file.
     """
     text, file, base = read_spec_source(name_or_path)
-    return _validate(*_resolve(text, file, base, chain=()), overrides)
+    return resolve_text(text, file, base).spec(overrides)
 
 
 def loads(yaml_text: str | bytes, source: str = "<string>", *,
@@ -47,7 +49,7 @@ def loads(yaml_text: str | bytes, source: str = "<string>", *,
 
     ``extends:`` paths are resolved relative to the current directory.
     """
-    return _validate(*_resolve(yaml_text, source, Path.cwd(), chain=()), overrides)
+    return resolve_text(yaml_text, source, Path.cwd()).spec(overrides)
 
 
 @dataclass(frozen=True)
@@ -57,15 +59,21 @@ class ResolvedSource:
 
     data: dict
     smap: SourceMap
+    found: "_Found"
 
     def spec(self, overrides: Mapping[str, Any] | None = None) -> DenseNetSpec:
         """The spec with ``overrides`` applied (as ``load``'s), validated."""
-        return _validate(self.data, self.smap, overrides)
+        return _validate(self.data, self.smap, overrides, self.found)
 
 
 def resolve(name_or_path: str | os.PathLike) -> ResolvedSource:
     """Read a zoo name or file and resolve its ``extends``; SpecError as ``load``."""
-    text, file, base = read_spec_source(name_or_path)
+    return resolve_text(*read_spec_source(name_or_path))
+
+
+def resolve_text(text: str | bytes, file: str, base: Path) -> ResolvedSource:
+    """As ``resolve``, for text read already (``file`` names it, ``base`` is the folder
+    its relative ``extends`` start from)."""
     return ResolvedSource(*_resolve(text, file, base, chain=()))
 
 
@@ -86,6 +94,8 @@ def read_spec_source(name_or_path: str | os.PathLike) -> tuple[str, str, Path]:
         file = str(item)
         return decode_bytes(data, file), file, Path(file).parent
     path = Path(raw_name)
+    if is_artefact(path) and path.is_file():  # an exported model: the spec it carries
+        return embedded_spec(path).spec_text, f"{raw_name}#spec", path.parent
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -107,39 +117,63 @@ def read_spec_source(name_or_path: str | os.PathLike) -> tuple[str, str, Path]:
     return decode_bytes(data, raw_name), raw_name, path.parent
 
 
+@dataclass
+class _Found:
+    """Problems found while reading that leave the rest of the spec checkable: refused
+    YAML keys (``refused`` holds their key paths), and a parent that could not be read
+    (``incomplete``: the keys it would have given are missing, so no 'required' problem
+    and no arithmetic is reported)."""
+
+    problems: list[Problem]
+    refused: list[tuple]
+    incomplete: bool = False
+    merged: list[tuple] = field(default_factory=list)  # mappings whose merge key was refused
+
+
 def _resolve(text: str | bytes, file: str, base: Path, chain: tuple[str, ...]
-             ) -> tuple[dict, SourceMap]:
+             ) -> tuple[dict, SourceMap, _Found]:
     """Parse one file and lay it over the spec it ``extends``, recursively."""
-    data, smap = parse_yaml(text, file)
+    data, smap, refusals = read_yaml(text, file)
+    found = _Found(list(refusals.problems), list(refusals.paths), merged=list(refusals.merged))
     if not isinstance(data, dict):
-        raise SpecError.at(f"a spec is a mapping of keys to values, found "
-                           f"{describe(data)} at the top level", file, 1, 1)
+        raise SpecError([*found.problems, Problem(
+            f"a spec is a mapping of keys to values, found {describe(data)} at the top "
+            "level", file, 1, 1, "")])
     if "extends" not in data:
-        return data, smap
+        return data, smap, found
     parent_ref = data.pop("extends")
+
+    def cannot(message: str) -> tuple[dict, SourceMap, _Found]:
+        found.problems.append(smap.problem(("extends",), message))
+        found.incomplete = True
+        return data, smap, found
+
     if not isinstance(parent_ref, str) or not parent_ref:
-        raise smap.error(("extends",), f"expected a zoo name or a path, found "
-                                       f"{describe(parent_ref)}")
+        return cannot(f"expected a zoo name or a path, found {describe(parent_ref)}")
     here = os.path.abspath(file) if os.path.exists(file) else file
     if len(chain) >= _MAX_EXTENDS:
-        raise smap.error(("extends",), f"more than {_MAX_EXTENDS} levels of 'extends'")
-    # A path is relative to the child file; a bare name is a zoo name unless such a file exists.
-    candidate = base / parent_ref
+        return cannot(f"more than {_MAX_EXTENDS} levels of 'extends'")
+    # A path is relative to the child file; a bare name is a zoo name unless such a file
+    # exists. Normalised (sub/../base.yaml is base.yaml), so messages name the file plainly.
+    candidate = Path(os.path.normpath(base / parent_ref))
     ref = candidate if (candidate.exists() or "/" in parent_ref
                         or parent_ref.endswith((".yaml", ".yml"))) else parent_ref
     try:
         ptext, pfile, pbase = read_spec_source(ref)
     except SpecError as e:
-        raise smap.error(("extends",), f"cannot extend {parent_ref!r}: {e.message}") from None
+        return cannot(f"cannot extend {parent_ref!r}: {e.message}")
     pkey = os.path.abspath(pfile) if os.path.exists(pfile) else pfile
     if pkey in chain or pkey == here:
-        cycle = " -> ".join([*chain, here, pkey])
-        raise smap.error(("extends",), f"'extends' forms a cycle: {cycle}")
-    pdata, pmap = _resolve(ptext, pfile, pbase, chain + (here,))
+        return cannot(f"'extends' forms a cycle: {' -> '.join([*chain, here, pkey])}")
+    pdata, pmap, pfound = _resolve(ptext, pfile, pbase, chain + (here,))
+    found.problems[:0] = pfound.problems  # the parent's first: they come first in the chain
+    found.refused += [p for p in pfound.refused if p[:1] and p[0] not in data]
+    found.incomplete |= pfound.incomplete
+    found.merged += pfound.merged
     # 'expect' pins the numbers of the file that wrote it; a child is another network.
     pdata.pop("expect", None)
     _mark_inherited(pdata, data, f"extends {pdata.get('name', parent_ref)}")
-    return _deep_merge(pdata, data), smap.merged_under(pmap)
+    return _deep_merge(pdata, data), smap.merged_under(pmap), found
 
 
 def _mark_inherited(parent: dict, child_keys: Iterable[str], how: str) -> None:
@@ -302,29 +336,66 @@ def _variant_name(base: str, changes: str) -> str:
     return f"{base[:MAX_NAME_LENGTH - len(digest) - 2]}+{digest}"
 
 
-def _validate(data: dict, smap: SourceMap, overrides: Mapping[str, Any] | None
-              ) -> DenseNetSpec:
+def _validate(data: dict, smap: SourceMap, overrides: Mapping[str, Any] | None,
+              found: _Found | None = None) -> DenseNetSpec:
+    """Validate against the schema. Every problem that can be found goes into one
+    SpecError: what reading refused (``found``), then the schema's problems, with
+    ``partial`` set for the planner's (archspec.pipeline)."""
+    found = found or _Found([], [])
     if overrides:
         data, smap, read = _apply_overrides(data, smap, overrides)
         data = _variant(data, smap, read)
+    refused = [tuple(p) for p in found.refused]
     try:
         spec = DenseNetSpec.model_validate(data)
     except ValidationError as e:
-        errors = e.errors()
-        err = SpecError(_translate_all(errors, smap, data))
-        err.partial = _partial_spec(data, smap, errors)
+        # A key refused while reading, or a required key a missing parent would give, has
+        # been reported already (or cannot be judged): its schema problems would repeat it.
+        errors = [err for err in e.errors()
+                  if not any(_clean_loc(tuple(err["loc"]), data)[0][:len(p)] == p
+                             for p in refused)
+                  and not (err["type"] == "missing" and (
+                      found.incomplete or tuple(err["loc"])[:-1] in found.merged))]
+        err = SpecError([*found.problems, *_translate_all(errors, smap, data)]
+                        or found.problems)
+        err.partial = None if found.incomplete else _partial_spec(data, smap, errors, refused)
         raise err from None
     spec._source = smap
+    if found.problems:
+        err = SpecError(found.problems)
+        err.partial = None if found.incomplete else PartialSpec(spec, tuple(refused))
+        raise err
     return spec
 
 
-def _partial_spec(data: dict, smap: SourceMap, errors: list[dict]) -> PartialSpec | None:
+def _partial_spec(data: dict, smap: SourceMap, errors: list[dict],
+                  refused: list[tuple] = ()) -> PartialSpec | None:
     """The spec with every key pydantic refused left out (defaults in their place), if
     that validates: the planner can then still find the problems only arithmetic shows,
-    so one run reports them all. None when a refused key has no default."""
-    dropped: list[tuple] = []
+    so one run reports them all. A misspelled key stands in for the key it was meant as
+    (``growth_rat: 12`` plans as growth_rate 12). None when a refused key has no default."""
+    dropped: list[tuple] = list(refused)
     trimmed = _deep_merge({}, data)
+    smap = SourceMap(smap.file, dict(smap.keys), dict(smap.values))
+    filled: set[tuple] = set()
     for err in errors:
+        if err["type"] != "extra_forbidden":
+            continue
+        loc, _ = _clean_loc(tuple(err["loc"]), data)
+        meant = _suggest_field(loc) if loc else None
+        parent: Any = trimmed
+        for part in loc[:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if meant and isinstance(parent, dict) and meant not in parent:
+            parent[meant] = parent.pop(loc[-1])
+            for table in (smap.keys, smap.values):
+                if loc in table:
+                    table[(*loc[:-1], meant)] = table[loc]
+            dropped.append(loc)
+            filled.add((*loc[:-1], meant))
+    for err in errors:
+        if err["type"] == "missing" and tuple(err["loc"]) in filled:
+            continue
         loc, _ = _clean_loc(tuple(err["loc"]), data)
         if not loc:
             return None
@@ -494,6 +565,30 @@ def _translate_all(errors: list[dict], smap: SourceMap, data: Any) -> list[Probl
     return problems
 
 
+def parse_key_path_or_none(text: str) -> tuple | None:
+    """parse_key_path, or None where ``text`` is not a key path."""
+    try:
+        return parse_key_path(text)
+    except ValueError:
+        return None
+
+
+def _nested_text(path: tuple | None, value: Any) -> str | None:
+    """``stem: {type: deep}`` for the path ("stem", "type") and the value 'deep'."""
+    if not path or any(isinstance(p, int) for p in path):
+        return None
+    import yaml
+
+    try:
+        text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    except yaml.YAMLError:
+        return None
+    text = text.removesuffix("\n...").strip()
+    for key in reversed(path[1:]):
+        text = f"{{{key}: {text}}}"
+    return f"{path[0]}: {text}"
+
+
 def _suggest_field(loc: tuple) -> str | None:
     model = _model_at(loc[:-1])
     close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields) if model else [],
@@ -504,6 +599,12 @@ def _suggest_field(loc: tuple) -> str | None:
 def _translate(err: dict, smap: SourceMap) -> Problem:
     loc = tuple(err["loc"])
     kind, ctx, found = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "extra_forbidden" and "." in str(loc[-1]):
+        # `stem.type: deep`, as --set spells it: YAML reads the dots as part of one key
+        nested = _nested_text(parse_key_path_or_none(str(loc[-1])), found)
+        if nested:
+            return smap.problem(loc, f"unknown key '{loc[-1]}'; in YAML, keys nest "
+                                     f"instead of taking dots: write {nested}", at_key=True)
     if kind == "extra_forbidden":
         model = _model_at(loc[:-1])
         options = list(model.model_fields) if model else []
@@ -514,7 +615,12 @@ def _translate(err: dict, smap: SourceMap) -> Problem:
     if kind == "missing":
         return smap.problem(loc[:-1], f"required key '{loc[-1]}' is missing")
     if kind in _EXPECTED:
-        return smap.problem(loc, f"expected {_EXPECTED[kind]}, found {describe(found)}")
+        hint = ""
+        model = _model_at(loc)
+        if kind in ("model_type", "dict_type") and isinstance(found, str) and model \
+                and "type" in model.model_fields:  # `stem: cifar` for `stem: {type: cifar}`
+            hint = f"; write {loc[-1]}: {{type: {found}}}"
+        return smap.problem(loc, f"expected {_EXPECTED[kind]}, found {describe(found)}{hint}")
     if kind in _BOUNDS:
         bound = next(iter(ctx.values()))
         return smap.problem(loc, f"must be {_BOUNDS[kind]} {bound}, found {describe(found)}")
@@ -531,7 +637,8 @@ def _translate(err: dict, smap: SourceMap) -> Problem:
     if kind in ("enum", "literal_error"):
         expected = ctx.get("expected", "")
         options = [o.strip(" '") for o in expected.replace(" or ", ",").split(",") if o.strip()]
-        close = difflib.get_close_matches(str(found), options, n=1, cutoff=0.5)
+        folded = [o for o in options if o.lower() == str(found).lower()]  # ReLU -> relu
+        close = folded or difflib.get_close_matches(str(found), options, n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         also = err.get("_also")
         expected = (f"{' or '.join(also)}, or {', '.join(options)}" if also

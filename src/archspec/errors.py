@@ -11,7 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-__all__ = ["Problem", "SpecError", "format_path"]
+__all__ = ["Problem", "SpecError", "format_path", "TORCH_MISSING", "torch_missing"]
+
+#: What to do when a command that makes tensors runs where PyTorch is not installed: a spec
+#: writer's install (``pip install archspec``) has the torch-free tools only.
+TORCH_MISSING = ("needs PyTorch, which is not installed here (validate, summary, table, "
+                 "schema, diff, list and search do not); install it with: "
+                 "pip install \"archspec[torch]\"")
+_TORCH_PACKAGES = {"torch", "torchvision", "torchinfo"}
+
+
+def torch_missing(e: ImportError) -> bool:
+    """Whether ``e`` says that torch, torchvision or torchinfo is not installed."""
+    return (isinstance(e, ModuleNotFoundError)
+            and (e.name or "").split(".")[0] in _TORCH_PACKAGES)
 
 
 def format_path(path: Sequence[str | int]) -> str:

@@ -299,8 +299,17 @@ def _per(spec: DenseNetSpec, key: str, count: int, what: str) -> tuple:
     if not isinstance(value, list):
         return (value,) * count
     if len(value) != count:
-        raise spec.source_map.error((key,), f"has {len(value)} values for {count} {what}; "
-                                            f"give one value, or exactly {count}")
+        smap = spec.source_map
+        here, blocks = smap.locate((key,)), smap.locate(("block_config",))
+        if spec.block_config is not None and here.file != blocks.file:
+            # The list is inherited and the child changed the number of blocks: the fix is
+            # in the child, so point there and say where the list came from.
+            raise smap.error(("block_config",), (
+                f"{len(spec.block_config)} blocks need {count} {what} in {key}, which has "
+                f"{len(value)} values (from {here.file}:{here.line}:{here.column}); give "
+                f"{key} here too: one value, or exactly {count}"))
+        raise smap.error((key,), f"has {len(value)} values for {count} {what}; "
+                                 f"give one value, or exactly {count}")
     return tuple(value)
 
 
@@ -444,13 +453,22 @@ def plan(spec: DenseNetSpec) -> Plan:
                              "per block) or 'depth' (the paper's L)")
     block_config = tuple(spec.block_config) if spec.block_config else _depth_to_blocks(spec)
     n_blocks = len(block_config)
-    ks = _per(spec, "growth_rate", n_blocks, "blocks")
-    bns = _per(spec, "bn_size", n_blocks, "blocks")
-    drops = _per(spec, "drop_rate", n_blocks, "blocks")
-    if isinstance(spec.compression, list) or n_blocks > 1:
-        thetas = _per(spec, "compression", n_blocks - 1, "transitions")
-    else:
-        thetas = ()
+    length_problems: list[Problem] = []
+
+    def per(key: str, count: int, what: str) -> tuple:
+        try:
+            return _per(spec, key, count, what)
+        except SpecError as e:  # every list of the wrong length, in one run
+            length_problems.extend(e.problems)
+            return ()
+
+    ks = per("growth_rate", n_blocks, "blocks")
+    bns = per("bn_size", n_blocks, "blocks")
+    drops = per("drop_rate", n_blocks, "blocks")
+    thetas = per("compression", n_blocks - 1, "transitions") \
+        if isinstance(spec.compression, list) or n_blocks > 1 else ()
+    if length_problems:
+        raise SpecError(length_problems)
 
     stem_type, aa = spec.stem.type, spec.anti_alias
     k1 = ks[0]
@@ -482,6 +500,17 @@ def plan(spec: DenseNetSpec) -> Plan:
     sizes = _Sizes(spec, n_blocks - 1)
     c_in, h, w = spec.input.channels, spec.input.height, spec.input.width
     stages: list[Stage] = []
+    # Channels and parameters do not depend on sizes: past an input too small, planning
+    # goes on at 1x1 so that the problems it does not hide (a wrong `expect`, a transition
+    # with no channels) are reported in the same run. One size problem is enough.
+    size_problem: list[Problem] = []
+
+    def pool(stage: str, h: int, w: int, blur: bool, avg: bool) -> tuple[int, int]:
+        try:
+            return sizes.pool(stage, h, w, blur, aa.filter_size, avg=avg)
+        except SpecError as e:
+            size_problem[:] = size_problem or list(e.problems)
+            return 1, 1
 
     # --- stem ---------------------------------------------------------------------------
     if stem_type == StemType.cifar:  # 3x3 conv, stride 1, pad 1; size unchanged
@@ -500,15 +529,17 @@ def plan(spec: DenseNetSpec) -> Plan:
                       + c2 * stem_channels * 9 + _bn(stem_channels))
             macs = (c_in * c1 + c1 * c2 + c2 * stem_channels) * 9 * h1 * w1
         if min(h1, w1) < 1:
-            raise SpecError(sizes.too_small("the stem's stride-2 conv", h, w, 1))
+            size_problem.append(sizes.too_small("the stem's stride-2 conv", h, w, 1))
+            h1, w1 = 1, 1
         stem_conv_size = (h1, w1)
-        h2, w2 = sizes.pool("the stem pool", h1, w1, aa.stem, aa.filter_size, avg=False)
+        h2, w2 = pool("the stem pool", h1, w1, aa.stem, avg=False)
         stages.append(Stage("stem", "stem", "features.pool0", c_in, stem_channels, (h, w),
                             (h2, w2), params, macs, stem_channels * h2 * w2, blur=aa.stem))
         h, w = h2, w2
 
     # --- dense blocks and transitions ----------------------------------------------------
     channels = stem_channels
+    params_known = True
     for i, num_layers in enumerate(block_config, start=1):
         k, bn_size, drop = ks[i - 1], bns[i - 1], drops[i - 1]
         layers = []
@@ -541,12 +572,8 @@ def plan(spec: DenseNetSpec) -> Plan:
                 f"transition{i} would output floor({theta} x {channels}) = {out} channels; "
                 "raise compression or growth_rate")))
             out = 1  # go on so later problems are reported too
-        try:
-            h2, w2 = sizes.pool(f"transition{i}", h, w, aa.transitions, aa.filter_size,
-                                avg=True)
-        except SpecError as e:
-            problems.extend(e.problems)
-            break
+            params_known = False
+        h2, w2 = pool(f"transition{i}", h, w, aa.transitions, avg=True)
         params = _bn(channels) + channels * out
         macs = channels * out * h * w  # the 1x1 conv runs before the pool, at full size
         stages.append(Stage(f"transition{i}", "transition", f"features.transition{i}",
@@ -555,8 +582,7 @@ def plan(spec: DenseNetSpec) -> Plan:
                             blur=aa.transitions))
         channels, h, w = out, h2, w2
 
-    if problems:
-        raise SpecError(problems)
+    problems = size_problem + problems
 
     # --- head: norm5, activation, global average pool, classifier --------------------------
     # num_classes 0: a headless model (timm's convention); it outputs the pooled features.
@@ -564,7 +590,10 @@ def plan(spec: DenseNetSpec) -> Plan:
     out = n or channels
     stages.append(Stage("head", "head", "classifier", channels, out, (h, w), (1, 1),
                         _bn(channels) + channels * n + n, channels * n, out))
-    _check_group_norm(spec, stages, stem_widths)
+    try:
+        _check_group_norm(spec, stages, stem_widths)
+    except SpecError as e:
+        problems.extend(e.problems)
 
     result = Plan(
         spec=spec, stem_type=stem_type, stem_channels=stem_channels, stem_widths=stem_widths,
@@ -577,7 +606,13 @@ def plan(spec: DenseNetSpec) -> Plan:
         out_channels=channels, activations=sum(s.activations for s in stages),
         feature_info=_feature_info(stages, spec, stem_conv_size),
     )
-    _check_expect(result)
+    if params_known:  # a transition forced to 1 channel would make the count a guess
+        try:
+            _check_expect(result)
+        except SpecError as e:
+            problems.extend(e.problems)
+    if problems:
+        raise SpecError(problems)
     return result
 
 

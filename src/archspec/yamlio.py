@@ -16,7 +16,7 @@ import yaml
 
 from .errors import Problem, SpecError, format_path
 
-__all__ = ["Mark", "SourceMap", "parse_yaml", "decode_bytes",
+__all__ = ["Mark", "SourceMap", "Refusals", "parse_yaml", "read_yaml", "decode_bytes",
            "MAX_BYTES", "MAX_DEPTH", "MAX_NODES"]
 
 MAX_BYTES = 1 << 20          # 1 MiB: a spec is a page of text; anything larger is a mistake.
@@ -112,6 +112,10 @@ def _yaml_error(e: yaml.YAMLError, file: str, text: str) -> SpecError:
         return SpecError.at(f"character U+{code:04X} is not allowed in YAML "
                             "(a control character?)", file, line, column)
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    tab = _tab_in_indentation(text, mark.line) if mark is not None else None
+    if tab is not None:  # libyaml and PyYAML word this differently, and neither says why
+        return SpecError.at("YAML syntax error: a tab in the indentation; YAML forbids "
+                            "tabs there, indent with spaces", file, mark.line + 1, tab + 1)
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]
     context = getattr(e, "context", None)
     message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
@@ -120,10 +124,43 @@ def _yaml_error(e: yaml.YAMLError, file: str, text: str) -> SpecError:
     return SpecError.at(message, file, mark.line + 1, mark.column + 1)
 
 
+def _tab_in_indentation(text: str, line: int) -> int | None:
+    """The 0-based column of a tab in the leading whitespace of ``line``, if any."""
+    lines = text.split("\n")
+    if not 0 <= line < len(lines):
+        return None
+    row = lines[line]
+    indent = row[: len(row) - len(row.lstrip(" \t"))]
+    return indent.index("\t") if "\t" in indent else None
+
+
 def _check_depth(text: str, file: str) -> None:
-    """Refuse deep nesting from the event stream, before the recursive composer runs."""
+    """Refuse nesting deeper than MAX_DEPTH, the same way whichever PyYAML is installed.
+
+    The rule is archspec's: it counts collection start events and stops at the first
+    one past MAX_DEPTH. The C parser is tried first (5-10x faster), but libyaml 0.2.5+
+    (bundled from PyYAML 6.0.4) refuses 1000 levels itself, and its scanner reads a run
+    of flow brackets ahead of the parser, so its own error can come before event 33.
+    When the C parser fails, the pure-Python parser (no nesting limit, and tokens read
+    lazily) replays the stream so that archspec's rule, message and location still win;
+    a syntax error that is not about depth is then reported as the C parser saw it.
+    """
+    try:
+        _first_too_deep(text, file, _Loader)
+    except yaml.YAMLError:
+        if _Loader is yaml.SafeLoader:
+            raise
+        try:
+            _first_too_deep(text, file, yaml.SafeLoader)
+        except (yaml.YAMLError, RecursionError):
+            pass
+        raise
+
+
+def _first_too_deep(text: str, file: str, loader: type) -> None:
+    """Raise a SpecError at the first collection that starts past MAX_DEPTH."""
     depth = 0
-    events: Iterator[Any] = yaml.parse(text, Loader=_Loader)
+    events: Iterator[Any] = yaml.parse(text, Loader=loader)
     for ev in events:
         if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
@@ -135,14 +172,82 @@ def _check_depth(text: str, file: str) -> None:
             depth -= 1
 
 
+def _check_size(root: yaml.Node, file: str) -> None:
+    """Refuse more than MAX_NODES nodes after alias expansion in time linear in the nodes
+    written: each node's expanded size is counted once (aliases share nodes), and the node
+    where _Converter's count would pass the limit is found by skipping whole subtrees that
+    fit. Same message and place as the converter's own check, without the expansion."""
+    sizes: dict[int, int] = {}
+    busy: set[int] = set()
+
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        # the values _Converter.convert visits, in its order (refused keys have none)
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value) if node.tag == f"{_TAG}seq" else []
+        if not isinstance(node, yaml.MappingNode) or node.tag != f"{_TAG}map":
+            return []
+        out, seen = [], set()
+        for knode, vnode in node.value:
+            if (knode.tag == f"{_TAG}merge" or not isinstance(knode, yaml.ScalarNode)
+                    or knode.tag != f"{_TAG}str" or knode.value in seen):
+                continue
+            seen.add(knode.value)
+            out.append(vnode)
+        return out
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key not in sizes:
+            if key in busy:  # a recursive alias: the converter's depth check reports it
+                return 1
+            busy.add(key)
+            total = 1
+            for child in children(node):
+                total += size(child)
+                if total > MAX_NODES:
+                    break
+            busy.discard(key)
+            sizes[key] = total
+        return sizes[key]
+
+    if size(root) <= MAX_NODES:
+        return
+    count, node = 0, root
+    while True:  # descend to the node where the pre-order count passes the limit
+        count += 1
+        if count > MAX_NODES:
+            m = node.start_mark
+            raise SpecError.at(f"more than {MAX_NODES:,} YAML nodes after expanding aliases "
+                               "(an alias bomb?)", file, m.line + 1, m.column + 1)
+        for child in children(node):
+            if count + size(child) <= MAX_NODES:
+                count += size(child)
+            else:
+                node = child
+                break
+        else:  # every child fits (only a recursive alias makes sizes disagree): go on
+            return
+
+
+#: A value refused (a foreign tag, an unreadable number): its key is left out of the data.
+_REFUSED = object()
+
+
 class _Converter:
-    """Turns a composed node graph into plain data, recording marks and enforcing limits."""
+    """Turns a composed node graph into plain data, recording marks and enforcing limits.
+
+    Refusals that leave the rest of the document readable (duplicate, merge and non-string
+    keys, foreign tags, unreadable numbers) are collected in ``problems`` with the key paths
+    they concern in ``refused``; the data comes back without them.
+    """
 
     def __init__(self, file: str):
         self.file = file
         self.smap = SourceMap(file)
         self.nodes = 0
         self.problems: list[Problem] = []
+        self.refused: list[Path] = []
+        self.merged: list[Path] = []
         self._scalars = yaml.constructor.SafeConstructor()
 
     def convert(self, node: yaml.Node, path: Path, depth: int) -> Any:
@@ -161,7 +266,8 @@ class _Converter:
         if isinstance(node, yaml.SequenceNode):
             if node.tag != f"{_TAG}seq":
                 return self._bad_tag(node, path)
-            return [self.convert(v, path + (i,), depth + 1) for i, v in enumerate(node.value)]
+            items = [self.convert(v, path + (i,), depth + 1) for i, v in enumerate(node.value)]
+            return [None if v is _REFUSED else v for v in items]
         return self._scalar(node, path)
 
     def _bad_tag(self, node: yaml.Node, path: Path) -> None:
@@ -169,7 +275,8 @@ class _Converter:
         self.problems.append(self.smap.problem(
             path, f"YAML tag {tag} is not allowed; specs use plain mappings, lists, "
                   "strings, numbers, booleans and null"))
-        return None
+        self.refused.append(path)
+        return _REFUSED
 
     def _mapping(self, node: yaml.MappingNode, path: Path, depth: int) -> Any:
         if node.tag != f"{_TAG}map":
@@ -181,6 +288,7 @@ class _Converter:
                 self.problems.append(Problem(
                     "YAML merge keys (<<) are not supported; use 'extends:' to build on "
                     "another spec", self.file, kmark.line, kmark.column, _path_str(path)))
+                self.merged.append(path)  # its keys are unknown: none is "missing" here
                 continue
             if not isinstance(knode, yaml.ScalarNode) or knode.tag != f"{_TAG}str":
                 self.problems.append(Problem(
@@ -189,14 +297,17 @@ class _Converter:
                 continue
             key = knode.value
             kpath = path + (key,)
-            if key in out:
+            if key in out or kpath in self.refused:
                 first = self.smap.keys[kpath]
                 self.problems.append(Problem(
                     f"duplicate key '{key}' (first defined at line {first.line})",
                     self.file, kmark.line, kmark.column, _path_str(kpath)))
+                self.refused.append(kpath)  # which one was meant is the user's call
                 continue
             self.smap.keys[kpath] = kmark
-            out[key] = self.convert(vnode, kpath, depth + 1)
+            value = self.convert(vnode, kpath, depth + 1)
+            if value is not _REFUSED:
+                out[key] = value
         return out
 
     def _scalar(self, node: yaml.ScalarNode, path: Path) -> Any:
@@ -214,7 +325,8 @@ class _Converter:
                 return self._scalars.construct_yaml_float(node)
         except ValueError as e:  # e.g. an int with more digits than Python will parse
             self.problems.append(self.smap.problem(path, f"cannot read number: {e}"))
-            return None
+            self.refused.append(path)
+            return _REFUSED
         # str, and timestamps kept as the text the user wrote: no spec field is a date.
         return str(node.value)
 
@@ -237,6 +349,29 @@ def parse_yaml(text: str | bytes, file: str = "<string>") -> tuple[Any, SourceMa
     Raises SpecError for empty input, syntax errors, refused tags, duplicate keys and
     inputs beyond the size, depth and node limits.
     """
+    data, smap, found = read_yaml(text, file)
+    if found.problems:
+        raise SpecError(found.problems)
+    return data, smap
+
+
+@dataclass(frozen=True)
+class Refusals:
+    """What reading refused while the rest of the document stayed readable: the problems,
+    and the key paths they concern (left out of the data)."""
+
+    problems: tuple[Problem, ...] = ()
+    paths: tuple[Path, ...] = ()
+    #: mappings that held a merge key: the keys it would have given are unknown
+    merged: tuple[Path, ...] = ()
+
+
+def read_yaml(text: str | bytes, file: str = "<string>"
+              ) -> tuple[Any, SourceMap, Refusals]:
+    """As parse_yaml, but refused keys and values (duplicate keys, foreign tags, ...) come
+    back as Refusals beside the data without them, so a caller can report them together
+    with the problems the rest of the document has. SpecError for the rest (syntax,
+    encoding, size, depth and node limits), where nothing can be read."""
     if isinstance(text, bytes):
         text = decode_bytes(text, file)
     elif len(text) > MAX_BYTES:
@@ -254,8 +389,10 @@ def parse_yaml(text: str | bytes, file: str = "<string>") -> tuple[Any, SourceMa
         raise SpecError.at(f"nesting deeper than {MAX_DEPTH} levels", file, 1, 1) from None
     if node is None:
         raise SpecError.at("file holds no YAML document (only comments?)", file, 1, 1)
+    _check_size(node, file)
     conv = _Converter(file)
     data = conv.convert(node, (), 0)
-    if conv.problems:
+    if data is _REFUSED:
         raise SpecError(conv.problems)
-    return data, conv.smap
+    return data, conv.smap, Refusals(tuple(conv.problems), tuple(conv.refused),
+                                     tuple(conv.merged))

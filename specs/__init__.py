@@ -1,1 +1,0 @@
-"""The archspec zoo: one YAML file per architecture, found by file stem (see archspec.zoo)."""

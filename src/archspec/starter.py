@@ -1,0 +1,82 @@
+"""Starter specs for ``archspec new``: a commented file a person edits, that validates as is.
+
+Without a base it is the README's DenseNet-BC for 64x64 inputs, every key explained; with
+one it ``extends`` that base and lists the base's settings as comments, ready to be
+uncommented and changed. Either way the first line points editors at the JSON Schema.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .loader import load
+from .plan import plan as make_plan
+
+__all__ = ["starter_text"]
+
+_SCHEMA_LINE = "# yaml-language-server: $schema=densenet.schema.json"
+_HOW = ("# Write the schema beside this file once for completion in your editor:\n"
+        "#   archspec schema > densenet.schema.json\n"
+        "# Check it: archspec validate {file}    Its plan: archspec summary {file}\n"
+        "# Every key: archspec schema, or docs/spec-reference.md\n")
+
+_FRESH = """name: {name}
+description: DenseNet-BC for 64x64 inputs, 200 classes   # one line for people
+input: {{channels: 3, height: 64, width: 64}}
+stem: {{type: cifar}}          # one 3x3 conv; imagenet: 7x7/2 conv + BN + ReLU + 3x3/2 pool
+growth_rate: 16              # k: channels each dense layer adds
+bn_size: 4                   # bottleneck: 1x1 conv to bn_size*k channels before each 3x3 (B)
+compression: 0.5             # theta: a transition keeps floor(theta * m) channels (C)
+block_config: [6, 12, 24]    # layers per dense block; or depth: L for the paper's rule
+drop_rate: 0.0               # dropout after each conv but the first
+num_classes: 200             # 0: no classifier (the model returns pooled features)
+# expect: {{params: ...}}      # numbers you believe; validate checks them against the plan
+"""
+
+
+def starter_text(name: str, file: str, base: str | None = None) -> str:
+    """The text of a new spec named ``name`` (to be written to ``file``), extending
+    ``base`` (a zoo name or path, loaded and checked here) when given. It validates."""
+    head = _SCHEMA_LINE + "\n" + _HOW.format(file=file)
+    if base is None:
+        return head + _FRESH.format(name=name)
+    p = make_plan(load(base))
+    s = p.spec
+    stem = f"{{type: {s.stem.type.value}}}"
+    layers = (f"# depth: {s.depth}" if s.depth is not None
+              else f"# block_config: {_yaml(list(p.block_config))}")
+    lines = [
+        f"extends: {_relative(base, file)}",
+        f"name: {name}",
+        f"description: {p.name}, changed   # say what you changed and why",
+        "",
+        f"# {p.name}'s settings: uncomment a line and change it to make your variant.",
+        f"# input: {{channels: {s.input.channels}, height: {s.input.height}, "
+        f"width: {s.input.width}}}",
+        f"# stem: {stem}",
+        f"# growth_rate: {_yaml(s.growth_rate)}",
+        f"# bn_size: {_yaml(s.bn_size)}",
+        f"# compression: {_yaml(s.compression)}",
+        layers,
+        f"# drop_rate: {_yaml(s.drop_rate)}",
+        f"# num_classes: {p.num_classes}",
+        f"# ({p.params:,} parameters as it stands)",
+    ]
+    return head + "\n".join(lines) + "\n"
+
+
+def _relative(base: str, file: str) -> str:
+    """``base`` as ``extends`` in ``file`` must say it: a zoo name as it is, a path
+    relative to the folder ``file`` is written to (as the loader resolves it)."""
+    if not os.path.exists(base):
+        return base
+    return Path(os.path.relpath(base, os.path.dirname(os.path.abspath(file)))).as_posix()
+
+
+def _yaml(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_yaml(v) for v in value) + "]"
+    return str(value)
