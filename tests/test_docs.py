@@ -61,9 +61,47 @@ def user_folder(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("where,code", _blocks("python"), ids=lambda v: v if ":" in v else "")
+def _marked(blocks: list[tuple[str, str]]) -> list:
+    # Snippets that script or export a whole network take half a minute each on 2 cores:
+    # they run with the slow tests (.ci/run runs both), the rest in the fast suite.
+    heavy = ("torch.jit.script(", "archspec.export(", "torch.export.export(")
+    return [pytest.param(where, code, marks=pytest.mark.slow)
+            if any(h in code for h in heavy) else (where, code) for where, code in blocks]
+
+
+@pytest.mark.parametrize("where,code", _marked(_blocks("python")),
+                         ids=lambda v: v if ":" in v else "")
 def test_python_snippet_runs_as_written(where, code, user_folder):
     # A fresh interpreter per snippet: each must hold its own imports, as a reader copies it.
     proc = subprocess.run([sys.executable, "-c", code], cwd=user_folder, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, f"{where}:\n{code}\n{proc.stderr[-3000:]}"
+
+
+def test_cli_md_names_every_command_and_option():
+    # docs/cli.md's synopsis table is written by hand; each row must name every option its
+    # command takes (argparse is the truth), so a new option cannot go undocumented.
+    import argparse
+
+    from archspec.cli import _parser
+
+    rows = {}
+    for line in (REPO / "docs" / "cli.md").read_text().splitlines():
+        m = re.match(r"\| `([a-z-]+)", line)
+        if m:
+            rows.setdefault(m[1], []).append(line)
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, parser in sub.choices.items():
+        if name not in rows:
+            missing.append(f"{name}: no row")
+            continue
+        text = " ".join(rows[name])
+        for action in parser._actions:
+            names = action.option_strings
+            # --set is documented once for every command that takes a spec
+            if not names or {"--help", "--set"} & set(names):
+                continue
+            if not any(re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", text) for o in names):
+                missing.append(f"{name}: {names[-1]}")
+    assert not missing, missing
