@@ -126,6 +126,7 @@ def test_backbone_returns_every_level():
     assert c.feature_info.channels() == model.feature_info.channels()  # read through
 
 
+@pytest.mark.slow  # 9 s of tracing, scripting and exporting: .ci/run runs it after the fast suite
 def test_tracing_scripting_exporting_see_the_model_and_change_nothing():
     model = _model()
     c = _captured(model, _x(2))

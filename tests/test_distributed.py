@@ -78,6 +78,7 @@ def _worker(rank: int, folder: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # seconds of subprocesses: .ci/run runs it after the fast suite (5-minute budget)
 def test_ddp_and_fsdp_over_gloo_with_two_cpu_processes(tmp_path):
     mp.spawn(_worker, args=(str(tmp_path),), nprocs=WORLD, join=True)
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
@@ -247,6 +248,7 @@ def _sync_worker(rank: int, folder: str, device: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # seconds of subprocesses: .ci/run runs it after the fast suite (5-minute budget)
 def test_sync_batch_norm_across_two_processes_replays_the_global_statistics(tmp_path):
     """Over two gloo processes (SyncBatchNorm's CUDA kernels stood in for on CPU), the
     memory levels recompute each synchronised norm with the statistics its forward

@@ -79,10 +79,11 @@ def test_without_torch_the_spec_writers_commands_work_and_build_says_what_to_ins
         "from archspec.cli import main\n"
         "for argv in (['validate', %r], ['summary', 'densenet121'], ['table', 'densenet121'], ['schema'],\n"
         "             ['diff', 'densenet121', 'densenet169'], ['list'],\n"
-        "             ['search', %r, '--vary', 'growth_rate=8..12:4']):\n"
+        "             ['search', %r, '--vary', 'growth_rate=8..12:4'],\n"
+        "             ['new', 'mine', '--from', 'densenet121', '-o', %r]):\n"
         "    assert main(argv) == 0, argv\n"
         "print('BUILD', main(['build', 'densenet121', '-o', %r]))\n"
-        % (str(spec), str(spec), str(tmp_path / "m.pt")))
+        % (str(spec), str(spec), str(tmp_path / "mine.yaml"), str(tmp_path / "m.pt")))
     out = _run(["-c", code], tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.rstrip().endswith("BUILD 1")

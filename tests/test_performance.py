@@ -404,6 +404,7 @@ def test_benchmark_runner_quick_mode(tmp_path):
         updated[updated.index("## Build time"):updated.index("## Training step")], "")
 
 
+@pytest.mark.slow  # seconds of subprocesses: .ci/run runs it after the fast suite (5-minute budget)
 def test_benchmark_runner_refuses_cuda_without_a_gpu(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")

@@ -94,6 +94,7 @@ def test_write_refuses_existing_directory_and_inputs(tmp_path):
     assert existing.read_text() == "keep"
 
 
+@pytest.mark.slow  # seconds of subprocesses: .ci/run runs it after the fast suite (5-minute budget)
 def test_cli_never_touches_input_specs(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text((REPO / "specs" / "cifar" / "densenet-40-12.yaml").read_text())
@@ -119,11 +120,13 @@ def _state_digest(seed: int) -> str:
                           text=True).stdout.strip()
 
 
+@pytest.mark.slow  # seconds of subprocesses: .ci/run runs it after the fast suite (5-minute budget)
 def test_seed_is_bitwise_reproducible_across_processes():
     a, b, c = _state_digest(5), _state_digest(5), _state_digest(6)
     assert a == b != c
 
 
+@pytest.mark.slow  # seconds of subprocesses: .ci/run runs it after the fast suite (5-minute budget)
 def test_cli_seed_is_reproducible(tmp_path):
     import torch
 

@@ -179,7 +179,8 @@ def test_diff_keeps_network_order(capsys, spec_file):
     assert names[-3:] == ["transition4", "denseblock5", "head"]
 
 
-@pytest.mark.parametrize("suffix", [".onnx", ".pt2", ".pt"])
+@pytest.mark.parametrize("suffix", [pytest.param(".onnx", marks=pytest.mark.slow), ".pt2",
+                                    pytest.param(".pt", marks=pytest.mark.slow)])
 def test_export_says_each_step_and_the_file_names_its_spec(capsys, spec_file, tmp_path,
                                                           suffix):
     from conftest import SMALL

@@ -390,13 +390,22 @@ def zoo_specs_fitting(state: Mapping[str, torch.Tensor], *, drop_head: bool = Fa
                       ) -> list[str]:
     """The zoo names whose models a state_dict loads into (names and shapes), for the
     "it fits densenet161" hint of a checkpoint that does not fit the spec asked for."""
-    from . import zoo
     from .pipeline import load_plan
-    from .weights import compare
+    from .weights import compare, normalise_keys
 
+    # Parameters only (no running statistics): a zoo spec whose count differs cannot fit,
+    # so only a candidate with the same count is built (on the meta device) and compared.
+    named, _ = normalise_keys(dict(state))
+    count = sum(t.numel() for k, t in named.items()
+                if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+                and not (drop_head and k.startswith("classifier.")))
     fits = []
     for name in zoo.names():
-        report, _ = compare(expected_state(load_plan(name)), dict(state), drop_head=drop_head)
+        p = load_plan(name)
+        head = p.stages[-1].params - 2 * p.stages[-1].in_channels  # classifier, not norm5
+        if count != (p.params - head if drop_head else p.params):
+            continue
+        report, _ = compare(expected_state(p), dict(state), drop_head=drop_head)
         if report.ok:
             fits.append(name)
     return fits
