@@ -153,3 +153,39 @@ def test_the_pre_commit_hook_runs_in_pre_commit(tmp_path):
     bad = hook("specs/good.yaml", "specs/bad.yaml")
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "specs/bad.yaml:3:1: growth_rat: unknown key 'growth_rat'" in bad.stdout
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    # Issue 20: the data flows one way. Every import between archspec's modules counts,
+    # those inside functions too (a lazy import is still a dependency).
+    import ast
+
+    package = REPO / "src" / "archspec"
+    graph = {}
+    for path in package.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= ({node.module.split(".")[0]} if node.module
+                         else {a.name for a in node.names})
+        graph[path.stem] = deps - {path.stem}
+
+    def reaches(a: str, b: str, seen: set) -> bool:
+        return a == b or any(reaches(n, b, seen | {a}) for n in graph.get(a, ())
+                             if n not in seen)
+    circles = sorted({tuple(sorted((a, b))) for a in graph for b in graph[a]
+                      if b in graph and reaches(b, a, {b})})
+    assert not circles, circles
+
+
+def test_the_torch_free_layers_import_no_torch_module():
+    # load -> schema -> plan -> report/search never import torch, directly or through
+    # another archspec module (the light install depends on it).
+    code = ("import sys\n"
+            "import archspec, archspec.report, archspec.search, archspec.starter, "
+            "archspec.provenance, archspec.cli\n"
+            "archspec.plan(archspec.load('densenet121'))\n"
+            "assert not [m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'torchvision', 'torchinfo')], 'torch imported'\n")
+    out = _run(["-c", code], REPO)
+    assert out.returncode == 0, out.stderr

@@ -1,4 +1,8 @@
-"""Plan -> nn.Module. The only layer of archspec that imports torch.
+"""Plan -> nn.Module, and checkpoints of built models.
+
+Everything above this layer (load, schema, plan, report, search) stays torch-free; this
+module and the ones that run models (nn, inference, capture, deploy, weights, verify,
+introspect) import torch.
 
 The model walks the plan's stages and instantiates modules named as torchvision's
 DenseNet names them (features.conv0 ... features.norm5, classifier), in the same order
@@ -7,6 +11,7 @@ and with the same initialisation, so state_dicts load either way with strict=Tru
 
 # No `from __future__ import annotations`: torch.fx and TorchScript read these modules'
 # annotations as real types.
+import functools
 import os
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -39,11 +44,17 @@ def _pretrained_cfg(plan: Plan) -> Dict[str, Any]:
            "num_classes": plan.num_classes, "first_conv": "features.conv0",
            "classifier": "classifier", "pool_size": tuple(plan.stages[-1].in_size),
            "spec_sha256": content_hash(plan.spec), "source": plan.spec.source}
-    group = zoo.groups().get(zoo.name_of(plan.spec) or "")
+    group = zoo.groups().get(_zoo_hashes().get(content_hash(plan.spec), ""))
     if group in ("imagenet", "timm"):  # torchvision resizes bilinearly, timm bicubically
         cfg.update(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875,
                    interpolation="bicubic" if group == "timm" else "bilinear")
     return cfg
+
+
+@functools.lru_cache(maxsize=1)
+def _zoo_hashes() -> Dict[str, str]:
+    """content hash -> zoo name: which zoo spec a spec is exactly."""
+    return {content_hash(load(n)): n for n in zoo.names()}
 
 
 # torchvision's and timm's ImageNet normalisation (RGB, inputs scaled to [0, 1]).

@@ -17,6 +17,7 @@ from torch import nn
 from .errors import SpecError
 from .loader import loads, safe_name
 from .plan import plan as make_plan
+from .rules import deep_tiered_widths
 from .schema import DenseNetSpec
 
 __all__ = ["from_module", "from_name"]
@@ -103,7 +104,7 @@ def from_module(model: nn.Module, *, name: str | None = None,
         k1 = growth[0]
         if stem_widths == [k1, k1]:
             stem_widths = None
-        elif stem_widths == [3 * (k1 // 4), 6 * (k1 // 4)]:
+        elif tuple(stem_widths) == deep_tiered_widths(k1):
             stem, stem_widths = "deep_tiered", None
     block_config = [sum(1 for n, _ in b.named_children() if n.startswith("denselayer"))
                     for b in blocks]
@@ -158,11 +159,12 @@ def zoo_twin(spec: DenseNetSpec) -> str | None:
     from . import zoo
     from .canonical import canonical_dict
     from .loader import load
+    from .report import plan_dict
 
     def key(s: DenseNetSpec) -> tuple:
         options = canonical_dict(s)
         p = make_plan(s)
-        resolved = p.as_dict(layers=True)
+        resolved = plan_dict(p, layers=True)
         resolved.pop("name")
         # the plan resolves defaults (stem width, depth); the options it does not show
         return p.stem_widths, resolved, {k: options[k] for k in (

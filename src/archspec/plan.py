@@ -21,6 +21,7 @@ from fractions import Fraction
 from typing import Any, Optional, Sequence
 
 from .errors import Problem, SpecError
+from .rules import blur_padding, deep_tiered_widths, transition_recomputes
 from .schema import Activation, DenseNetSpec, NormType, StemType
 
 __all__ = ["LayerPlan", "Stage", "Plan", "plan", "conv_out", "blur_out"]
@@ -32,11 +33,6 @@ _DEEP_STEMS = (StemType.deep, StemType.deep_tiered)
 def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output length of a convolution or pooling window along one axis (floor mode)."""
     return (size + 2 * padding - kernel) // stride + 1
-
-
-def blur_padding(filter_size: int) -> int:
-    """Reflect padding of a stride-2 blur pool (timm's get_padding(filter, stride=2))."""
-    return (1 + (filter_size - 1)) // 2
 
 
 def blur_out(size: int, filter_size: int) -> int:
@@ -91,23 +87,6 @@ class Stage:
                 f"macs={self.macs:,}" + (f", layers={len(self.layers)}" if self.layers else "")
                 + ")")
 
-    def as_dict(self, *, layers: bool = False) -> dict:
-        """JSON-ready view; keys are a contract of ``archspec summary --format json``."""
-        d: dict[str, Any] = {
-            "name": self.name, "kind": self.kind, "module": self.module,
-            "in_channels": self.in_channels, "out_channels": self.out_channels,
-            "in_size": list(self.in_size), "out_size": list(self.out_size),
-            "params": self.params, "macs": self.macs, "activations": self.activations,
-        }
-        if self.kind == "block":
-            d.update(num_layers=len(self.layers), growth_rate=self.growth_rate,
-                     bn_size=self.bn_size, drop_rate=self.drop_rate)
-        if self.kind == "transition":
-            d.update(compression=self.compression, drop_rate=self.drop_rate)
-        if layers and self.layers:
-            d["layers"] = [dict(vars(layer)) for layer in self.layers]
-        return d
-
 
 @dataclass(frozen=True, repr=False)
 class Plan:
@@ -142,12 +121,6 @@ class Plan:
         return (f"Plan({self.name!r}, input {c}x{h}x{w}, blocks {list(self.block_config)}, "
                 f"params={self.params:,}, macs={self.macs:,}, "
                 f"out_channels={self.out_channels})")
-
-    def pretty(self, *, layers: bool = False) -> str:
-        """The stage table ``archspec summary`` prints (``layers``: one row per layer)."""
-        from .report import summary_text  # report reads plans; imported only when asked
-
-        return summary_text(self, layers=layers)
 
     @property
     def name(self) -> str:
@@ -229,10 +202,10 @@ class Plan:
         return total, transient
 
     def _transition_recomputes(self, s: Stage) -> bool:
-        """Whether the built transition recomputes under ``"max"`` (nn.Transition)."""
-        return (self.spec.norm.type == NormType.batch
-                and self.spec.activation == Activation.relu and not s.blur
-                and s.drop_rate == 0)
+        """Whether the built transition recomputes under ``"max"`` (rules.py's rule)."""
+        return transition_recomputes(batch_norm=self.spec.norm.type == NormType.batch,
+                                     relu=self.spec.activation == Activation.relu,
+                                     average_pool=not s.blur, dropout=s.drop_rate > 0)
 
     def stage(self, name: str) -> Stage:
         """The stage called ``name`` (``stem``, ``denseblock2``, ``transition1``, ``head``).
@@ -248,34 +221,6 @@ class Plan:
         hint = f"; did you mean {close[0]!r}?" if close else "."
         raise StageNotFound(f"{self.name} has no stage {name!r}{hint} Stages: "
                             + ", ".join(names))
-
-    def as_dict(self, *, layers: bool = False) -> dict:
-        """JSON-ready view; the keys are a contract of ``archspec summary --format json``."""
-        c, h, w = self.input_shape
-
-        def plain(v):
-            return list(v) if isinstance(v, tuple) else v
-        return {
-            "name": self.name,
-            "params": self.params,
-            "macs": self.macs,
-            "out_channels": self.out_channels,
-            "activations": self.activations,
-            "input": [c, h, w],
-            "depth": self.depth,
-            "stem": self.stem_type.value,
-            "stem_channels": self.stem_channels,
-            "growth_rate": plain(self.growth_rate),
-            "bn_size": plain(self.bn_size),
-            "compression": plain(self.compression),
-            "block_config": list(self.block_config),
-            "drop_rate": plain(self.drop_rate),
-            "norm": self.spec.norm.type.value,
-            "activation": self.spec.activation.value,
-            "num_classes": self.num_classes,
-            "feature_info": [dict(f) for f in self.feature_info],
-            "stages": [s.as_dict(layers=layers) for s in self.stages],
-        }
 
 
 class StageNotFound(KeyError):
@@ -485,7 +430,7 @@ def plan(spec: DenseNetSpec) -> Plan:
         elif stem_type == StemType.deep:
             stem_widths = (k1, k1)
         else:
-            stem_widths = (3 * (k1 // 4), 6 * (k1 // 4))
+            stem_widths = deep_tiered_widths(k1)
             if k1 < 4:
                 raise smap.error(("stem", "type"), f"deep_tiered widths are 3*(k//4) and "
                                                    f"6*(k//4): k={k1} gives 0; give "

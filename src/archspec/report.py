@@ -11,7 +11,8 @@ from typing import Iterable, Sequence
 from .plan import Plan, Stage
 from .schema import StemType
 
-__all__ = ["human", "printable", "render_table", "summary_rows", "summary_text",
+__all__ = ["human", "printable", "render_table", "summary_rows", "summary_text", "plan_dict",
+           "stage_dict",
            "summary_data", "summary_json", "paper_table", "diff_rows", "diff_text",
            "diff_json", "list_rows", "search_text", "search_csv"]
 
@@ -132,11 +133,59 @@ def summary_text(plan: Plan, *, fmt: str = "table", layers: bool = False,
     return f"{head}\n\n{table}\n\n{tail}"
 
 
+def plan_dict(plan: Plan, *, layers: bool = False) -> dict:
+    """A plan as JSON-ready data; the keys are the contract of ``archspec summary --format
+    json`` (name, params, macs, out_channels, stages; more may be added)."""
+    c, h, w = plan.input_shape
+
+    def plain(v):
+        return list(v) if isinstance(v, tuple) else v
+    return {
+        "name": plan.name,
+        "params": plan.params,
+        "macs": plan.macs,
+        "out_channels": plan.out_channels,
+        "activations": plan.activations,
+        "input": [c, h, w],
+        "depth": plan.depth,
+        "stem": plan.stem_type.value,
+        "stem_channels": plan.stem_channels,
+        "growth_rate": plain(plan.growth_rate),
+        "bn_size": plain(plan.bn_size),
+        "compression": plain(plan.compression),
+        "block_config": list(plan.block_config),
+        "drop_rate": plain(plan.drop_rate),
+        "norm": plan.spec.norm.type.value,
+        "activation": plan.spec.activation.value,
+        "num_classes": plan.num_classes,
+        "feature_info": [dict(f) for f in plan.feature_info],
+        "stages": [stage_dict(s, layers=layers) for s in plan.stages],
+    }
+
+
+def stage_dict(stage: Stage, *, layers: bool = False) -> dict:
+    """One stage as JSON-ready data (the ``stages`` items of ``plan_dict``)."""
+    d: dict = {
+        "name": stage.name, "kind": stage.kind, "module": stage.module,
+        "in_channels": stage.in_channels, "out_channels": stage.out_channels,
+        "in_size": list(stage.in_size), "out_size": list(stage.out_size),
+        "params": stage.params, "macs": stage.macs, "activations": stage.activations,
+    }
+    if stage.kind == "block":
+        d.update(num_layers=len(stage.layers), growth_rate=stage.growth_rate,
+                 bn_size=stage.bn_size, drop_rate=stage.drop_rate)
+    if stage.kind == "transition":
+        d.update(compression=stage.compression, drop_rate=stage.drop_rate)
+    if layers and stage.layers:
+        d["layers"] = [dict(vars(layer)) for layer in stage.layers]
+    return d
+
+
 def summary_data(plan: Plan, *, layers: bool = False, content_hash: str | None = None,
                  batch: int | None = None) -> dict:
     """The contract keys name, params, macs, out_channels, stages (and more); with
     ``batch``, ``training_memory``: {batch, bytes, memory_efficient}."""
-    data = plan.as_dict(layers=layers)
+    data = plan_dict(plan, layers=layers)
     if batch:
         data["training_memory"] = {"batch": batch, "bytes": plan.training_memory(batch),
                                    "dtype": "float32",

@@ -13,13 +13,13 @@ zero is caught at once instead of allocating terabytes.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal, Optional, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 __all__ = ["StemType", "NormType", "Activation", "InputSpec", "StemSpec", "NormSpec",
            "AntiAliasSpec", "ExpectSpec", "DenseNetSpec", "json_schema",
-           "MAX_LAYERS_PER_BLOCK", "MAX_BLOCKS", "NAME_PATTERN", "NAME_CHARS", "NAME_RULE", "MAX_NAME_LENGTH"]
+           "PerBlock", "MAX_LAYERS_PER_BLOCK", "MAX_BLOCKS", "NAME_PATTERN", "NAME_CHARS", "NAME_RULE", "MAX_NAME_LENGTH"]
 
 # A name is printed on terminals, stored in checkpoints and used in file names: letters,
 # digits and ._+-=,[] (what an override-derived name such as densenet121+growth_rate=48
@@ -36,6 +36,9 @@ _MAX_SIZE = 1 << 16
 
 
 _PER_BLOCK = Field(min_length=1, max_length=MAX_BLOCKS)
+_T = TypeVar("_T")
+#: One value for every block, or a list with one per block (or per transition).
+PerBlock = Union[_T, Annotated[list[_T], _PER_BLOCK]]
 _Growth = Annotated[int, Field(ge=1, le=_MAX_WIDTH)]
 _BnSize = Annotated[int, Field(ge=1, le=256)]
 _Theta = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
@@ -144,15 +147,15 @@ class DenseNetSpec(_Model):
                                     "or a library.")
     input: InputSpec = Field(default_factory=InputSpec, description="Input image size.")
     stem: StemSpec = Field(default_factory=StemSpec, description="The stem.")
-    growth_rate: Union[_Growth, Annotated[list[_Growth], _PER_BLOCK]] = Field(
+    growth_rate: PerBlock[_Growth] = Field(
         description="k: channels each dense layer adds. One number, or one per block.")
-    bn_size: Union[_BnSize, None, Annotated[list[Optional[_BnSize]], _PER_BLOCK]] = Field(
+    bn_size: PerBlock[Optional[_BnSize]] = Field(
         None,
         description="Bottleneck width multiplier (DenseNet-B): each layer is "
                     "BN-ReLU-Conv1x1(bn_size*k)-BN-ReLU-Conv3x3(k). null or absent: no "
                     "bottleneck, each layer is BN-ReLU-Conv3x3(k). The paper uses 4. One "
                     "value, or one per block (null for a block without bottlenecks).")
-    compression: Union[_Theta, Annotated[list[_Theta], _PER_BLOCK]] = Field(
+    compression: PerBlock[_Theta] = Field(
         1.0,
         description="theta (DenseNet-C): a transition outputs floor(theta*m) of its m input "
                     "channels. 1 means no compression; the paper uses 0.5. One value, or one "
@@ -166,7 +169,7 @@ class DenseNetSpec(_Model):
         description="L, the paper's depth for three-block (CIFAR-style) nets: each block "
                     "gets (L-4)/3 layers, or (L-4)/6 with bottlenecks. Give this or "
                     "`block_config`.")
-    drop_rate: Union[_Drop, Annotated[list[_Drop], _PER_BLOCK]] = Field(
+    drop_rate: PerBlock[_Drop] = Field(
         0.0,
         description="Dropout after every convolution but the first (after the bottleneck "
                     "1x1, the 3x3 and each transition's 1x1, as the reference code places "

@@ -12,7 +12,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-__all__ = ["names", "find", "groups", "root", "name_of"]
+__all__ = ["names", "find", "groups", "root"]
 
 
 def _walk(node: Traversable, group: str = ""):
@@ -65,17 +65,3 @@ def _natural(name: str) -> tuple:
 
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
 
-
-@lru_cache(maxsize=1)
-def _hashes() -> dict[str, str]:
-    from .canonical import content_hash
-    from .loader import load
-
-    return {content_hash(load(n)): n for n in names()}
-
-
-def name_of(spec) -> str | None:
-    """The zoo name of a spec that is exactly a zoo spec (same content hash), else None."""
-    from .canonical import content_hash
-
-    return _hashes().get(content_hash(spec))
