@@ -31,7 +31,7 @@ from typing import Any, Callable, List, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .nn import _exporting, _fx_symbolic_tracing
+from .graph_mode import capturing
 
 __all__ = ["CapturedInference"]
 
@@ -122,8 +122,7 @@ class CapturedInference(nn.Module):
         """Whether a call with ``x`` goes through the recorded forward."""
         if self._replay is None or not isinstance(x, Tensor):
             return False
-        if torch.jit.is_tracing() or torch.jit.is_scripting() or _exporting() \
-                or torch.compiler.is_compiling() or _fx_symbolic_tracing():
+        if capturing() is not None:
             return False  # those record the model's own graph; a replay is opaque to them
         if x.requires_grad and torch.is_grad_enabled():
             return False  # a replay has no autograd graph; eager gives input gradients

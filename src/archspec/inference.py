@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .nn import BlurPool2d, DenseLayer, Transition, _fx_symbolic_tracing, make_activation
+from .graph_mode import capturing
+from .nn import BlurPool2d, DenseLayer, Transition, make_activation
 from .schema import Activation, NormType
 
 __all__ = ["optimize_for_inference", "InferenceDenseNet", "InferenceDenseNetFeatures"]
@@ -177,7 +178,7 @@ class _FastBlock(nn.Module):
         """Whether autograd records this call (input gradients: saliency maps, adversarial
         examples). The buffer cannot carry them: each layer's write into it bumps the
         version of the prefixes autograd saved. Tracing records the buffer path."""
-        if torch.jit.is_tracing() or _fx_symbolic_tracing():
+        if capturing() in ("trace", "fx"):
             return False
         return torch.is_grad_enabled() and x.requires_grad
 

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .graph_mode import capturing
+from .rules import blur_padding, transition_recomputes
 from .schema import Activation, NormSpec, NormType
 
 try:  # SyncBatchNorm's autograd function: the memory-efficient path reuses its backward
@@ -67,7 +69,7 @@ class BlurPool2d(nn.Module):
     def __init__(self, channels: int, filter_size: int = 3, stride: int = 2):
         super().__init__()
         self.channels, self.filter_size, self.stride = channels, filter_size, stride
-        self.padding = [((stride - 1) + (filter_size - 1)) // 2] * 4
+        self.padding = [blur_padding(filter_size, stride)] * 4
         coeffs = torch.tensor([comb(filter_size - 1, k) for k in range(filter_size)],
                               dtype=torch.float32) / 2 ** (filter_size - 1)
         filt = (coeffs[:, None] * coeffs[None, :])[None, None].repeat(channels, 1, 1, 1)
@@ -316,9 +318,10 @@ class DenseBlock(nn.ModuleDict):
     def forward(self, init_features: Tensor) -> Tensor:
         if not torch.jit.is_scripting():
             if self._recomputes(init_features):
-                if not torch.compiler.is_compiling():
+                mode = capturing()
+                if mode is None:
                     return self._shared_storage(init_features)
-                if self.training and not _exporting() and not self._holds_sync_batch_norm():
+                if mode == "compile" and self.training and not self._holds_sync_batch_norm():
                     return self._checkpointed(init_features)
         features = [init_features]
         for name, layer in self.items():
@@ -332,7 +335,7 @@ class DenseBlock(nn.ModuleDict):
         set, gradients are recorded, and something in the block needs one."""
         if not self.memory_efficient or not torch.is_grad_enabled():
             return False
-        if torch.jit.is_tracing() or _fx_symbolic_tracing():
+        if capturing() in ("trace", "fx"):
             return False  # a traced graph is for deployment: the plain function
         if _SyncBatchNormFn is None and self._holds_sync_batch_norm():
             if not getattr(self, "_warned_sync", False):
@@ -384,18 +387,6 @@ def _memory_format(x: Tensor) -> torch.memory_format:
 
 def _cat_bottleneck(layer: DenseLayer, *features: Tensor) -> Tensor:
     return layer.bottleneck_fn(torch.cat(features, 1))
-
-
-def _fx_symbolic_tracing() -> bool:
-    from torch.fx import _symbolic_trace as fx
-
-    # torch >= 2.8 names the symbolic-tracing check apart from export's
-    return getattr(fx, "is_fx_symbolic_tracing", fx.is_fx_tracing)()
-
-
-def _exporting() -> bool:
-    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.7
-    return bool(is_exporting and is_exporting())
 
 
 def _rng_state(device: torch.device) -> tuple:
@@ -753,11 +744,12 @@ class Transition(nn.Sequential):
     def _recomputes(self, x: Tensor) -> bool:
         if self.memory_efficient != "max" or not torch.is_grad_enabled():
             return False
-        if (torch.jit.is_tracing() or _fx_symbolic_tracing()
-                or torch.compiler.is_compiling()):
+        if capturing() is not None:
             return False
-        if not (len(self) == 4 and type(self.pool) is nn.AvgPool2d
-                and _direct_norm(self.norm, self.relu)):
+        if not transition_recomputes(batch_norm=_direct_norm(self.norm, None),
+                                     relu=type(self.relu) is nn.ReLU,
+                                     average_pool=type(self.pool) is nn.AvgPool2d,
+                                     dropout=len(self) != 4):
             return False
         if isinstance(self.norm, nn.SyncBatchNorm) and _distributed():
             return False  # it may synchronise: its statistics are not recomputed locally
