@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-__all__ = ["Problem", "SpecError", "format_path", "TORCH_MISSING", "torch_missing"]
+__all__ = ["Problem", "SpecError", "format_path", "parse_key_path", "TORCH_MISSING", "torch_missing"]
 
 #: What to do when a command that makes tensors runs where PyTorch is not installed: a spec
 #: writer's install (``pip install archspec``) has the torch-free tools only.
@@ -36,6 +36,26 @@ def format_path(path: Sequence[str | int]) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out
+
+
+def parse_key_path(text: str) -> tuple:
+    """format_path's inverse: ``stem.channels`` -> ("stem", "channels"),
+    ``block_config[2]`` -> ("block_config", 2). ValueError for anything else."""
+    parts: list = []
+    for piece in text.split("."):
+        name, _, rest = piece.partition("[")
+        if not name:
+            raise ValueError(f"empty key in {text!r}")
+        parts.append(name)
+        while rest:
+            idx, _, rest = rest.partition("]")
+            if not idx.isdigit():
+                raise ValueError(f"bad index [{idx}] in {text!r}")
+            parts.append(int(idx))
+            rest = rest[1:] if rest.startswith("[") else rest
+            if rest:
+                raise ValueError(f"unexpected {rest!r} in {text!r}")
+    return tuple(parts)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from typing import Any
 from torch import nn
 
 from .errors import SpecError
-from .loader import loads, safe_name
+from .loader import loads
+from .overrides import safe_name
 from .plan import plan as make_plan
 from .rules import deep_tiered_widths
 from .schema import DenseNetSpec

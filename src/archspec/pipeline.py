@@ -13,7 +13,8 @@ import os
 from typing import Any, Mapping
 
 from .errors import Problem, SpecError
-from .loader import load, top_key
+from .loader import load
+from .overrides import top_key
 from .plan import Plan, plan
 
 __all__ = ["load_plan"]

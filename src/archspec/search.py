@@ -24,8 +24,9 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Mapping, Sequence
 
-from .errors import SpecError, format_path
-from .loader import key_path_error, parse_key_path, read_override_value, resolve, safe_name
+from .errors import SpecError, format_path, parse_key_path
+from .loader import resolve
+from .overrides import key_path_error, read_override_value, safe_name
 from .schema import MAX_NAME_LENGTH
 from .plan import Plan, plan as make_plan
 from .yamlio import COMMAND_LINE, parse_yaml
