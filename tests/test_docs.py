@@ -100,7 +100,7 @@ def test_cli_md_names_every_command_and_option():
         for action in parser._actions:
             names = action.option_strings
             # --set is documented once for every command that takes a spec
-            if not names or {"--help", "--set"} & set(names):
+            if not names or {"--help", "--set"} & set(names) or action.help == argparse.SUPPRESS:
                 continue
             if not any(re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", text) for o in names):
                 missing.append(f"{name}: {names[-1]}")

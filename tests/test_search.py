@@ -143,7 +143,11 @@ def test_bad_arguments_are_located_on_the_command_line(capsys, argv, column, nee
 def test_huge_grid_is_refused_with_its_size(capsys):
     code, _, err = run(capsys, "search", "densenet121", "--vary", "growth_rate=1..2000",
                        "--vary", "depth=1..2000")
-    assert code == 2 and "4,000,000 combinations" in err and "--allow-large" in err
+    assert code == 2 and "4,000,000 combinations" in err and "--allow-large-grid" in err
+    # --allow-large means "past the resource guard" elsewhere; search says where it went
+    code, _, err = run(capsys, "search", "densenet121", "--vary", "growth_rate=16",
+                       "--allow-large")
+    assert code == 2 and "use --allow-large-grid" in err
 
 
 def test_search_never_imports_torch():

@@ -411,6 +411,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from .search import SearchError, parse_number, parse_objectives, parse_values, search
 
+    if args.allow_large:
+        raise _Usage("--allow-large is for commands that build models (past the resource "
+                     "guard); search builds none: for grids over 1,000,000 combinations, "
+                     "use --allow-large-grid")
+
     def at(value: str) -> int:  # 1-based position of an argument, for the error's column
         return args.argv.index(value) + 1 if value in args.argv else 0
 
@@ -446,7 +451,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     try:
         result = search(args.base, vary, overrides=_overrides(args.set) or None,
                         batch=args.batch, objectives=objectives, sort=args.sort,
-                        top=args.top, allow_large=args.allow_large, **limits)
+                        top=args.top, allow_large_grid=args.allow_large_grid, **limits)
     except SearchError as e:
         if e.position:  # the position-th varied key
             key = list(vary)[e.position - 1]
@@ -715,8 +720,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="draw params against MACs, the front highlighted, the base and the "
                         "zoo's nets of the same input marked")
     p.add_argument("--force", action="store_true", help="replace files that exist")
-    p.add_argument("--allow-large", action="store_true",
+    p.add_argument("--allow-large-grid", action="store_true",
                    help="search grids of more than 1,000,000 combinations")
+    # --allow-large means "past the resource guard" in every other command; search builds
+    # nothing, so here it only says where its old meaning went.
+    p.add_argument("--allow-large", action="store_true", help=argparse.SUPPRESS)
     with_format(p, ("table", "json", "csv"))
     with_set(p)
 

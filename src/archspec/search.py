@@ -34,7 +34,7 @@ from .yamlio import COMMAND_LINE, parse_yaml
 __all__ = ["search", "SearchResult", "Candidate", "Rejected", "SearchError", "parse_values",
            "parse_number", "parse_objectives", "write_candidates", "METRICS", "MAX_GRID"]
 
-MAX_GRID = 1_000_000        # combinations planned without allow_large (about 5 minutes)
+MAX_GRID = 1_000_000        # combinations planned without allow_large_grid (about 5 minutes)
 METRICS = ("params", "macs", "activations")
 _SUFFIX = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
@@ -202,8 +202,8 @@ def search(base: str | os.PathLike, vary: Mapping[str, Iterable[Any]], *,
            min_params: int | str | None = None, max_macs: int | str | None = None,
            max_activations: int | str | None = None, batch: int = 1,
            objectives: Sequence[tuple[str, str]] | str = (("params", "max"), ("macs", "min")),
-           sort: str = "-params", top: int | None = None, allow_large: bool = False
-           ) -> SearchResult:
+           sort: str = "-params", top: int | None = None, allow_large_grid: bool = False,
+           allow_large: bool | None = None) -> SearchResult:
     """Plan every combination of ``vary`` (key path -> values) over ``base`` (a zoo name
     or a path, with ``overrides`` applied to all) and return those within the limits.
 
@@ -214,7 +214,8 @@ def search(base: str | os.PathLike, vary: Mapping[str, Iterable[Any]], *,
     ``sort`` is a metric, ``-`` first for descending; ``top`` keeps the first N.
 
     Raises SearchError for unknown keys, unreadable values or a grid of more than
-    MAX_GRID combinations (unless ``allow_large``), and SpecError if the base itself (with
+    MAX_GRID combinations (unless ``allow_large_grid``; ``allow_large``, its old name, still
+    works and warns), and SpecError if the base itself (with
     ``overrides``) is not valid; an invalid combination is counted, never raised.
     """
     if isinstance(objectives, str):
@@ -244,9 +245,16 @@ def search(base: str | os.PathLike, vary: Mapping[str, Iterable[Any]], *,
             raise SearchError(f"{key}: no values", i)
         grid.append(values)
     count = math.prod(len(v) for v in grid)
-    if count > MAX_GRID and not allow_large:
+    if allow_large is not None:
+        import warnings
+
+        warnings.warn("search(allow_large=) is now allow_large_grid= (allow_large means "
+                      "'past the resource guard' everywhere else)", DeprecationWarning,
+                      stacklevel=2)
+        allow_large_grid = allow_large_grid or allow_large
+    if count > MAX_GRID and not allow_large_grid:
         raise SearchError(f"the grid has {count:,} combinations, more than {MAX_GRID:,}; "
-                          "narrow it, or allow_large=True (--allow-large)")
+                          "narrow it, or allow_large_grid=True (--allow-large-grid)")
 
     source = resolve(base)
     # --set values are YAML text: read once, not once per combination.
