@@ -302,10 +302,10 @@ def _say_provenance(names: Sequence[str]) -> None:
     for name in names:
         if is_artefact(name) and os.path.isfile(name):
             prov = embedded_spec(name)
-            spec_name = next((line[6:].strip() for line in prov.spec_text.splitlines()
-                              if line.startswith("name: ")), "?")
-            _err(f"{name}: exported by archspec {prov.version or '?'} from {spec_name} "
-                 f"(spec sha256 {prov.sha256}, matches the embedded spec)")
+            spec_name = load_plan(name).name  # read as every SPEC is (sha256 checked)
+            _err(f"{printable(name)}: exported by archspec {printable(prov.version) or '?'} "
+                 f"from {printable(spec_name)} (spec sha256 {prov.sha256}, matches the "
+                 "embedded spec)")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
