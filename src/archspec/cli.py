@@ -3,13 +3,15 @@
 Parse arguments, call the library, print, choose the exit code: 0 success, 1 an invalid
 spec or a failed check, 2 a usage error. Results go to stdout, diagnostics to stderr, and
 a user's mistake is one ``FILE:LINE:COL: key.path: message`` line, never a traceback.
-``validate``, ``summary`` (without --verify), ``table``, ``list``, ``schema``, ``diff`` and
-``canonical`` never import torch.
+``validate``, ``summary`` (without --verify), ``table``, ``list``, ``schema``, ``diff``,
+``canonical``, ``new`` and ``search`` never import torch; where torch is missing, a command
+that needs it says what to install.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -92,7 +94,6 @@ def _at_argv(e: SpecError, argv: Sequence[str]) -> SpecError:
     places = places_of("--set") + places_of("--input")
     if not places or not any(p.file == COMMAND_LINE for p in e.problems):
         return e
-    import dataclasses
 
     def moved(p):
         if p.file != COMMAND_LINE or not 1 <= p.column <= len(places):
