@@ -572,6 +572,19 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--format", choices=choices, default=choices[0],
                        help=f"output format (default {choices[0]})")
 
+    def with_force(p: argparse.ArgumentParser, help: str = "replace FILE if it exists") -> None:
+        p.add_argument("--force", action="store_true", help=help)
+
+    def with_seed(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+
+    def with_weights(p: argparse.ArgumentParser, default: str = "") -> None:
+        p.add_argument("--weights", metavar="CHECKPOINT",
+                       help="load these weights (archspec, torchvision or timm checkpoint)"
+                            + default)
+        p.add_argument("--drop-head", action="store_true",
+                       help="with --weights: keep the new classifier (another num_classes)")
+
     def with_dtype(p: argparse.ArgumentParser) -> None:
         p.add_argument("--dtype", choices=tuple(DTYPE_BYTES), default="float32",
                        help="parameter dtype (default float32)")
@@ -623,12 +636,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="device to initialise and load weights on (default cpu); the "
                         "checkpoint is always stored on the CPU")
     with_dtype(p)
-    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
-    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
-    p.add_argument("--weights", metavar="CHECKPOINT",
-                   help="load these weights (archspec, torchvision or timm checkpoint)")
-    p.add_argument("--drop-head", action="store_true",
-                   help="with --weights: keep the new classifier (another num_classes)")
+    with_seed(p)
+    with_force(p)
+    with_weights(p)
     with_set(p)
     with_allow_large(p)
 
@@ -639,12 +649,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="artefact to write (atomically, only after it matched eager on a "
                         "random input; see --force)")
-    p.add_argument("--weights", metavar="CHECKPOINT",
-                   help="load these weights (archspec, torchvision or timm checkpoint); "
-                        "default: initialised from --seed")
-    p.add_argument("--drop-head", action="store_true",
-                   help="with --weights: keep the new classifier (another num_classes)")
-    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    with_weights(p, "; default: initialised from --seed")
+    with_seed(p)
     p.add_argument("--optimize", action="store_true",
                    help="export optimize_for_inference's model (norms folded, no "
                         "per-layer concatenation)")
@@ -653,7 +659,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dynamic-batch", action="store_true",
                    help="let the artefact take any batch size (checked at B and B+1)")
     p.add_argument("--input", metavar="CxHxW", help="export for another input size")
-    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    with_force(p)
     with_format(p, ("text", "json"))
     with_set(p)
     with_allow_large(p)
@@ -672,7 +678,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="base", metavar="BASE",
                    help="extend this zoo name or spec file (its settings listed as comments)")
     p.add_argument("-o", "--output", metavar="FILE.yaml", help="default: NAME.yaml")
-    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    with_force(p)
 
     p = command("import", cmd_import,
                 "write the spec of a torchvision or timm DenseNet (e.g. torchvision:densenet121)")
@@ -680,7 +686,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="FILE.yaml")
     p.add_argument("--name", help="the spec's name (default: the zoo's name for the same "
                                   "network, else NAME)")
-    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    with_force(p)
 
     p = command("verify", cmd_verify,
                 "build, run forward and backward, check params and shapes against the plan")
@@ -720,7 +726,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png|svg|pdf",
                    help="draw params against MACs, the front highlighted, the base and the "
                         "zoo's nets of the same input marked")
-    p.add_argument("--force", action="store_true", help="replace files that exist")
+    with_force(p, "replace files that exist")
     p.add_argument("--allow-large-grid", action="store_true",
                    help="search grids of more than 1,000,000 combinations")
     # --allow-large means "past the resource guard" in every other command; search builds
@@ -733,7 +739,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("specs", nargs="+", metavar="SPEC")
     p.add_argument("-o", "--output", required=True, metavar="FILE.png|svg|pdf",
                    help="picture to write; the format follows the suffix")
-    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    with_force(p)
     with_set(p)
     return parser
 
