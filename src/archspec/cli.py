@@ -136,8 +136,75 @@ def _plans(names: Sequence[str], args: argparse.Namespace) -> list[Plan]:
     return plans
 
 
-# --- commands ------------------------------------------------------------------------------
+# --- the commands: each one's arguments, help and examples beside it -------------------
 
+_COMMANDS: dict[str, tuple[Callable, str, Callable, list[str]]] = {}
+
+
+def _command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None],
+             examples: Sequence[str] = ()) -> Callable:
+    """Register ``func`` as ``archspec NAME``: its one-line help, a function adding its
+    arguments, and the examples its --help shows (in the order commands are defined)."""
+    def register(func: Callable) -> Callable:
+        _COMMANDS[name] = (func, help, arguments, list(examples))
+        return func
+    return register
+
+
+# Options several commands share, one definition each.
+
+def _with_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
+                   help="override a key (value read as YAML); repeatable. The result is "
+                        "a variant: its name says what changed and the base's 'expect' "
+                        "pins no longer apply")
+
+
+def _with_allow_large(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-large", action="store_true",
+                   help="build even beyond the resource guard's limits")
+
+
+def _with_format(p: argparse.ArgumentParser, choices=("table", "markdown", "json")) -> None:
+    p.add_argument("--format", choices=choices, default=choices[0],
+                   help=f"output format (default {choices[0]})")
+
+
+def _with_force(p: argparse.ArgumentParser, help: str = "replace FILE if it exists") -> None:
+    p.add_argument("--force", action="store_true", help=help)
+
+
+def _with_seed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+
+
+def _with_weights(p: argparse.ArgumentParser, default: str = "") -> None:
+    p.add_argument("--weights", metavar="CHECKPOINT",
+                   help="load these weights (archspec, torchvision or timm checkpoint)"
+                        + default)
+    p.add_argument("--drop-head", action="store_true",
+                   help="with --weights: keep the new classifier (another num_classes)")
+
+
+def _with_dtype(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", choices=tuple(DTYPE_BYTES), default="float32",
+                   help="parameter dtype (default float32)")
+
+
+def _validate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    _with_set(p)
+
+
+@_command(
+    "validate",
+    "check specs: OK with params, or every error",
+    _validate_arguments,
+    examples=[
+        "archspec validate my-densenet.yaml",
+        "archspec validate specs/cifar/*.yaml",
+        "archspec validate densenet121 --set growth_rate=48",
+    ])
 def cmd_validate(args: argparse.Namespace) -> int:
     failed = 0
     for name in args.specs:
@@ -152,6 +219,32 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_FAIL if failed else EXIT_OK
 
 
+def _summary_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.add_argument("--input", metavar="CxHxW", help="plan for another input size")
+    p.add_argument("--layers", action="store_true", help="expand blocks into layers")
+    p.add_argument("--batch", type=int, metavar="B",
+                   help="also estimate the training memory (bytes of activations autograd "
+                        "keeps, float32) of a batch of B")
+    p.add_argument("--verify", action="store_true",
+                   help="also build the model and check it with torchinfo (imports torch)")
+    p.add_argument("--device", default="cpu", help="device for --verify (default cpu)")
+    _with_format(p)
+    _with_set(p)
+    _with_allow_large(p)
+
+
+@_command(
+    "summary",
+    "per-stage channels, sizes, params, MACs",
+    _summary_arguments,
+    examples=[
+        "archspec summary densenet121",
+        "archspec summary densenet121 densenet169",
+        "archspec summary densenet121 --input 3x64x64 --layers",
+        "archspec summary densenet-bc-100-12 --batch 64 --format json",
+        "archspec summary densenet121 --verify",
+    ])
 def cmd_summary(args: argparse.Namespace) -> int:
     if args.batch is not None and args.batch < 1:
         raise _Usage(f"--batch must be at least 1, got {args.batch}")
@@ -191,11 +284,38 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return EXIT_FAIL if bad else EXIT_OK
 
 
+def _table_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    _with_set(p)
+
+
+@_command(
+    "table",
+    "the paper's architecture table (markdown)",
+    _table_arguments,
+    examples=[
+        "archspec table densenet121 densenet169 densenet201 densenet264",
+    ])
 def cmd_table(args: argparse.Namespace) -> int:
     _out(paper_table(_plans(args.specs, args)))
     return EXIT_OK
 
 
+def _list_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wide", action="store_true",
+                   help="add the source column and do not shorten descriptions")
+    _with_format(p)
+
+
+@_command(
+    "list",
+    "the zoo: name, params, MACs, description",
+    _list_arguments,
+    examples=[
+        "archspec list",
+        "archspec list --wide",
+        "archspec list --format json",
+    ])
 def cmd_list(args: argparse.Namespace) -> int:
     plans = [load_plan(n) for n in zoo.names()]
     if args.format == "json":
@@ -212,6 +332,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _no_arguments(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+@_command(
+    "schema",
+    "the JSON Schema of a spec",
+    _no_arguments,
+    examples=[
+        "archspec schema > densenet.schema.json",
+    ])
 def cmd_schema(args: argparse.Namespace) -> int:
     from .schema import json_schema
 
@@ -219,18 +350,70 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _diff_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    _with_format(p)
+    _with_set(p)
+
+
+@_command(
+    "diff",
+    "what differs between two plans, stage by stage",
+    _diff_arguments,
+    examples=[
+        "archspec diff densenet121 densenet169",
+        "archspec diff densenet121 my-variant.yaml --format json",
+    ])
 def cmd_diff(args: argparse.Namespace) -> int:
     a, b = _plans([args.a, args.b], args)
     _out(diff_json(a, b) if args.format == "json" else diff_text(a, b, args.format))
     return EXIT_OK
 
 
+def _canonical_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", metavar="SPEC")
+    _with_set(p)
+
+
+@_command(
+    "canonical",
+    "the fully resolved spec as YAML",
+    _canonical_arguments,
+    examples=[
+        "archspec canonical my-densenet.yaml > resolved.yaml",
+    ])
 def cmd_canonical(args: argparse.Namespace) -> int:
     p = _plan(args.spec, args)  # planning too: a canonical spec is a valid one
     sys.stdout.write(canonical(p.spec))
     return EXIT_OK
 
 
+def _build_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="checkpoint to write (atomically; see --force)")
+    p.add_argument("--device", default="cpu",
+                   help="device to initialise and load weights on (default cpu); the "
+                        "checkpoint is always stored on the CPU")
+    _with_dtype(p)
+    _with_seed(p)
+    _with_force(p)
+    _with_weights(p)
+    _with_set(p)
+    _with_allow_large(p)
+
+
+@_command(
+    "build",
+    "write an initialised checkpoint (state_dict + spec)",
+    _build_arguments,
+    examples=[
+        "archspec build densenet121 -o densenet121.pt",
+        "archspec build densenet121 -o d121-bf16.pt --dtype bfloat16 --seed 1",
+        "archspec build densenet121 --set num_classes=10 --weights tv.pth --drop-head -o "
+        "d121-10.pt",
+    ])
 def cmd_build(args: argparse.Namespace) -> int:
     p = _plan(args.spec, args)
     # The guard again inside build(); here first so an absurd spec fails before torch loads.
@@ -252,6 +435,37 @@ def cmd_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="artefact to write (atomically, only after it matched eager on a "
+                        "random input; see --force)")
+    _with_weights(p, "; default: initialised from --seed")
+    _with_seed(p)
+    p.add_argument("--optimize", action="store_true",
+                   help="export optimize_for_inference's model (norms folded, no "
+                        "per-layer concatenation)")
+    p.add_argument("--batch", type=int, default=1, metavar="B",
+                   help="batch size of the traced and checked input (default 1)")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="let the artefact take any batch size (checked at B and B+1)")
+    p.add_argument("--input", metavar="CxHxW", help="export for another input size")
+    _with_force(p)
+    _with_format(p, ("text", "json"))
+    _with_set(p)
+    _with_allow_large(p)
+
+
+@_command(
+    "export",
+    "write a checked deployable model: .onnx, .pt2 (torch.export) or .pt (TorchScript), by FILE's"
+    " suffix",
+    _export_arguments,
+    examples=[
+        "archspec export densenet121 -o densenet121.onnx --dynamic-batch",
+        "archspec export densenet121 -o d121.pt2 --weights d121.pth --optimize",
+        "archspec export densenet-bc-100-12 -o bc100.pt --input 3x64x64 --batch 8",
+    ])
 def cmd_export(args: argparse.Namespace) -> int:
     from .files import check_writable
 
@@ -309,6 +523,25 @@ def _say_provenance(names: Sequence[str]) -> None:
                  "embedded spec)")
 
 
+def _verify_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("specs", nargs="*", metavar="SPEC")
+    p.add_argument("--all", action="store_true", help="every zoo spec")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    p.add_argument("--batch", type=int, default=2, help="batch size (default 2)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    _with_format(p)
+    _with_set(p)
+    _with_allow_large(p)
+
+
+@_command(
+    "verify",
+    "build, run forward and backward, check params and shapes against the plan",
+    _verify_arguments,
+    examples=[
+        "archspec verify densenet121",
+        "archspec verify --all --device cuda --dtype bfloat16",
+    ])
 def cmd_verify(args: argparse.Namespace) -> int:
     names = zoo.names() if args.all else args.specs
     if not names:
@@ -350,6 +583,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_FAIL if bad else EXIT_OK
 
 
+def _check_weights_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("--drop-head", action="store_true", help="ignore the classifier")
+    p.add_argument("--all", action="store_true",
+                   help=f"list every problem (default: the first {MAX_PROBLEMS_SHOWN})")
+    _with_set(p)
+
+
+@_command(
+    "check-weights",
+    "whether a checkpoint fits a spec: missing, unexpected, mis-shaped keys",
+    _check_weights_arguments,
+    examples=[
+        "archspec check-weights densenet121 densenet121.pth",
+        "archspec check-weights densenet161 densenet121.pth --all",
+    ])
 def cmd_check_weights(args: argparse.Namespace) -> int:
     p = _plan(args.spec, args)
     _say_provenance([args.spec])
@@ -371,6 +621,23 @@ def cmd_check_weights(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _new_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="the spec's name")
+    p.add_argument("--from", dest="base", metavar="BASE",
+                   help="extend this zoo name or spec file (its settings listed as comments)")
+    p.add_argument("-o", "--output", metavar="FILE.yaml", help="default: NAME.yaml")
+    _with_force(p)
+
+
+@_command(
+    "new",
+    "write a commented starter spec (NAME.yaml) to edit",
+    _new_arguments,
+    examples=[
+        "archspec new my-densenet",
+        "archspec new wide121 --from densenet121",
+        "archspec new tiny --from densenet-bc-100-12 -o specs/tiny.yaml",
+    ])
 def cmd_new(args: argparse.Namespace) -> int:
     import re
 
@@ -394,6 +661,22 @@ def cmd_new(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _import_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", metavar="LIBRARY:NAME")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.yaml")
+    p.add_argument("--name", help="the spec's name (default: the zoo's name for the same "
+                                  "network, else NAME)")
+    _with_force(p)
+
+
+@_command(
+    "import",
+    "write the spec of a torchvision or timm DenseNet (e.g. torchvision:densenet121)",
+    _import_arguments,
+    examples=[
+        "archspec import torchvision:densenet121 -o densenet121.yaml",
+        "archspec import timm:densenetblur121d -o blur.yaml",
+    ])
 def cmd_import(args: argparse.Namespace) -> int:
     from .introspect import from_module, from_name  # imports torch
 
@@ -409,6 +692,52 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _search_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("base", metavar="BASE", help="zoo name or spec file to vary")
+    p.add_argument("--vary", action="append", metavar="KEY=VALUES",
+                   help="a key path (as --set takes) and its values: 12,24,40 or 40..250 "
+                        "(inclusive) or 8..48:4 (with a step); repeatable")
+    for option, what in (("--max-params", "at most this many parameters"),
+                         ("--min-params", "at least this many parameters"),
+                         ("--max-macs", "at most this many MACs per image"),
+                         ("--max-activations", "at most this many bytes of training "
+                                               "activations at --batch (float32)")):
+        p.add_argument(option, metavar="N", help=what + "; 1M, 300M, 2.5G work")
+    p.add_argument("--batch", type=int, default=1, metavar="B",
+                   help="batch size for activations (default 1)")
+    p.add_argument("--objectives", default="params:max,macs:min",
+                   help="axes of the Pareto front (default params:max,macs:min)")
+    p.add_argument("--sort", default="-params",
+                   choices=[m for k in ("params", "macs", "activations") for m in (k, "-" + k)],
+                   help="order of the candidates (default -params: largest first)")
+    p.add_argument("--top", type=int, metavar="N", help="keep the first N candidates")
+    p.add_argument("--show-invalid", action="store_true",
+                   help="list the combinations that are not valid specs, and why")
+    p.add_argument("--write", metavar="DIR",
+                   help="write the (--top) candidates as spec files into DIR, expect pinned")
+    p.add_argument("--plot", metavar="FILE.png|svg|pdf",
+                   help="draw params against MACs, the front highlighted, the base and the "
+                        "zoo's nets of the same input marked")
+    _with_force(p, "replace files that exist")
+    p.add_argument("--allow-large-grid", action="store_true",
+                   help="search grids of more than 1,000,000 combinations")
+    p.add_argument("--allow-large", action="store_true", help=argparse.SUPPRESS)
+    _with_format(p, ("table", "json", "csv"))
+    _with_set(p)
+
+
+@_command(
+    "search",
+    "plan every combination of some keys' values; keep what fits a budget",
+    _search_arguments,
+    examples=[
+        "archspec search densenet-bc-100-12 --set input={channels:3,height:64,width:64} --vary "
+        "growth_rate=8..40:4 --vary depth=40..250:6 --max-params 1M --top 10",
+        "archspec search densenet121 --vary growth_rate=16..48:8 --vary block_config[3]=8..32:8 "
+        "--max-macs 3G --format json",
+        "archspec search densenet121 --vary growth_rate=16..48:4 --max-macs 3G --plot front.svg "
+        "--write candidates/",
+    ])
 def cmd_search(args: argparse.Namespace) -> int:
     from .search import SearchError, parse_number, parse_objectives, parse_values, search
 
@@ -491,6 +820,21 @@ def _progress(done: int, total: int, label: str) -> None:
     sys.stderr.flush()
 
 
+def _plot_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.png|svg|pdf",
+                   help="picture to write; the format follows the suffix")
+    _with_force(p)
+    _with_set(p)
+
+
+@_command(
+    "plot",
+    "channels after every layer, one line per spec",
+    _plot_arguments,
+    examples=[
+        "archspec plot densenet121 densenet169 -o channels.svg",
+    ])
 def cmd_plot(args: argparse.Namespace) -> int:
     if not args.output.lower().endswith((".png", ".svg", ".pdf")):
         raise _Usage(f"-o must end in .png, .svg or .pdf, got {args.output!r}")
@@ -504,44 +848,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 # --- argument parsing ------------------------------------------------------------------------
 
-_EXAMPLES = {
-    "validate": ["archspec validate my-densenet.yaml", "archspec validate specs/cifar/*.yaml",
-                 "archspec validate densenet121 --set growth_rate=48"],
-    "summary": ["archspec summary densenet121", "archspec summary densenet121 densenet169",
-                "archspec summary densenet121 --input 3x64x64 --layers",
-                "archspec summary densenet-bc-100-12 --batch 64 --format json",
-                "archspec summary densenet121 --verify"],
-    "table": ["archspec table densenet121 densenet169 densenet201 densenet264"],
-    "list": ["archspec list", "archspec list --wide", "archspec list --format json"],
-    "schema": ["archspec schema > densenet.schema.json"],
-    "diff": ["archspec diff densenet121 densenet169",
-             "archspec diff densenet121 my-variant.yaml --format json"],
-    "canonical": ["archspec canonical my-densenet.yaml > resolved.yaml"],
-    "build": ["archspec build densenet121 -o densenet121.pt",
-              "archspec build densenet121 -o d121-bf16.pt --dtype bfloat16 --seed 1",
-              "archspec build densenet121 --set num_classes=10 --weights tv.pth --drop-head "
-              "-o d121-10.pt"],
-    "export": ["archspec export densenet121 -o densenet121.onnx --dynamic-batch",
-               "archspec export densenet121 -o d121.pt2 --weights d121.pth --optimize",
-               "archspec export densenet-bc-100-12 -o bc100.pt --input 3x64x64 --batch 8"],
-    "check-weights": ["archspec check-weights densenet121 densenet121.pth",
-                      "archspec check-weights densenet161 densenet121.pth --all"],
-    "new": ["archspec new my-densenet", "archspec new wide121 --from densenet121",
-            "archspec new tiny --from densenet-bc-100-12 -o specs/tiny.yaml"],
-    "import": ["archspec import torchvision:densenet121 -o densenet121.yaml",
-               "archspec import timm:densenetblur121d -o blur.yaml"],
-    "verify": ["archspec verify densenet121", "archspec verify --all --device cuda "
-               "--dtype bfloat16"],
-    "plot": ["archspec plot densenet121 densenet169 -o channels.svg"],
-    "search": ["archspec search densenet-bc-100-12 --set input={channels:3,height:64,width:64} "
-               "--vary growth_rate=8..40:4 --vary depth=40..250:6 --max-params 1M --top 10",
-               "archspec search densenet121 --vary growth_rate=16..48:8 "
-               "--vary block_config[3]=8..32:8 --max-macs 3G --format json",
-               "archspec search densenet121 --vary growth_rate=16..48:4 --max-macs 3G "
-               "--plot front.svg --write candidates/"],
-}
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="archspec", description="Declarative DenseNet specs: validate, summarise, "
@@ -549,198 +855,13 @@ def _parser() -> argparse.ArgumentParser:
         epilog="'archspec COMMAND --help' shows a command's options and examples.")
     parser.add_argument("--version", action="version", version=f"archspec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, func: Callable, help: str) -> argparse.ArgumentParser:
-        examples = "\n".join(f"  {line}" for line in _EXAMPLES.get(name, []))
+    for name, (func, help, arguments, examples) in _COMMANDS.items():
+        shown = "\n".join(f"  {line}" for line in examples)
         p = sub.add_parser(name, help=help, description=help,
-                           epilog=f"examples:\n{examples}" if examples else None,
+                           epilog=f"examples:\n{shown}" if shown else None,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(func=func, parser=p)
-        return p
-
-    def with_set(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
-                       help="override a key (value read as YAML); repeatable. The result is "
-                            "a variant: its name says what changed and the base's 'expect' "
-                            "pins no longer apply")
-
-    def with_allow_large(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--allow-large", action="store_true",
-                       help="build even beyond the resource guard's limits")
-
-    def with_format(p: argparse.ArgumentParser, choices=("table", "markdown", "json")) -> None:
-        p.add_argument("--format", choices=choices, default=choices[0],
-                       help=f"output format (default {choices[0]})")
-
-    def with_force(p: argparse.ArgumentParser, help: str = "replace FILE if it exists") -> None:
-        p.add_argument("--force", action="store_true", help=help)
-
-    def with_seed(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
-
-    def with_weights(p: argparse.ArgumentParser, default: str = "") -> None:
-        p.add_argument("--weights", metavar="CHECKPOINT",
-                       help="load these weights (archspec, torchvision or timm checkpoint)"
-                            + default)
-        p.add_argument("--drop-head", action="store_true",
-                       help="with --weights: keep the new classifier (another num_classes)")
-
-    def with_dtype(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--dtype", choices=tuple(DTYPE_BYTES), default="float32",
-                       help="parameter dtype (default float32)")
-
-    p = command("validate", cmd_validate, "check specs: OK with params, or every error")
-    p.add_argument("specs", nargs="+", metavar="SPEC")
-    with_set(p)
-
-    p = command("summary", cmd_summary, "per-stage channels, sizes, params, MACs")
-    p.add_argument("specs", nargs="+", metavar="SPEC")
-    p.add_argument("--input", metavar="CxHxW", help="plan for another input size")
-    p.add_argument("--layers", action="store_true", help="expand blocks into layers")
-    p.add_argument("--batch", type=int, metavar="B",
-                   help="also estimate the training memory (bytes of activations autograd "
-                        "keeps, float32) of a batch of B")
-    p.add_argument("--verify", action="store_true",
-                   help="also build the model and check it with torchinfo (imports torch)")
-    p.add_argument("--device", default="cpu", help="device for --verify (default cpu)")
-    with_format(p)
-    with_set(p)
-    with_allow_large(p)
-
-    p = command("table", cmd_table, "the paper's architecture table (markdown)")
-    p.add_argument("specs", nargs="+", metavar="SPEC")
-    with_set(p)
-
-    p = command("list", cmd_list, "the zoo: name, params, MACs, description")
-    p.add_argument("--wide", action="store_true",
-                   help="add the source column and do not shorten descriptions")
-    with_format(p)
-
-    command("schema", cmd_schema, "the JSON Schema of a spec")
-
-    p = command("diff", cmd_diff, "what differs between two plans, stage by stage")
-    p.add_argument("a", metavar="A")
-    p.add_argument("b", metavar="B")
-    with_format(p)
-    with_set(p)
-
-    p = command("canonical", cmd_canonical, "the fully resolved spec as YAML")
-    p.add_argument("spec", metavar="SPEC")
-    with_set(p)
-
-    p = command("build", cmd_build, "write an initialised checkpoint (state_dict + spec)")
-    p.add_argument("spec", metavar="SPEC")
-    p.add_argument("-o", "--output", required=True, metavar="FILE",
-                   help="checkpoint to write (atomically; see --force)")
-    p.add_argument("--device", default="cpu",
-                   help="device to initialise and load weights on (default cpu); the "
-                        "checkpoint is always stored on the CPU")
-    with_dtype(p)
-    with_seed(p)
-    with_force(p)
-    with_weights(p)
-    with_set(p)
-    with_allow_large(p)
-
-    p = command("export", cmd_export,
-                "write a checked deployable model: .onnx, .pt2 (torch.export) or .pt "
-                "(TorchScript), by FILE's suffix")
-    p.add_argument("spec", metavar="SPEC")
-    p.add_argument("-o", "--output", required=True, metavar="FILE",
-                   help="artefact to write (atomically, only after it matched eager on a "
-                        "random input; see --force)")
-    with_weights(p, "; default: initialised from --seed")
-    with_seed(p)
-    p.add_argument("--optimize", action="store_true",
-                   help="export optimize_for_inference's model (norms folded, no "
-                        "per-layer concatenation)")
-    p.add_argument("--batch", type=int, default=1, metavar="B",
-                   help="batch size of the traced and checked input (default 1)")
-    p.add_argument("--dynamic-batch", action="store_true",
-                   help="let the artefact take any batch size (checked at B and B+1)")
-    p.add_argument("--input", metavar="CxHxW", help="export for another input size")
-    with_force(p)
-    with_format(p, ("text", "json"))
-    with_set(p)
-    with_allow_large(p)
-
-    p = command("check-weights", cmd_check_weights,
-                "whether a checkpoint fits a spec: missing, unexpected, mis-shaped keys")
-    p.add_argument("spec", metavar="SPEC")
-    p.add_argument("checkpoint", metavar="CHECKPOINT")
-    p.add_argument("--drop-head", action="store_true", help="ignore the classifier")
-    p.add_argument("--all", action="store_true",
-                   help=f"list every problem (default: the first {MAX_PROBLEMS_SHOWN})")
-    with_set(p)
-
-    p = command("new", cmd_new, "write a commented starter spec (NAME.yaml) to edit")
-    p.add_argument("name", metavar="NAME", help="the spec's name")
-    p.add_argument("--from", dest="base", metavar="BASE",
-                   help="extend this zoo name or spec file (its settings listed as comments)")
-    p.add_argument("-o", "--output", metavar="FILE.yaml", help="default: NAME.yaml")
-    with_force(p)
-
-    p = command("import", cmd_import,
-                "write the spec of a torchvision or timm DenseNet (e.g. torchvision:densenet121)")
-    p.add_argument("ref", metavar="LIBRARY:NAME")
-    p.add_argument("-o", "--output", required=True, metavar="FILE.yaml")
-    p.add_argument("--name", help="the spec's name (default: the zoo's name for the same "
-                                  "network, else NAME)")
-    with_force(p)
-
-    p = command("verify", cmd_verify,
-                "build, run forward and backward, check params and shapes against the plan")
-    p.add_argument("specs", nargs="*", metavar="SPEC")
-    p.add_argument("--all", action="store_true", help="every zoo spec")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
-    p.add_argument("--batch", type=int, default=2, help="batch size (default 2)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    with_format(p)
-    with_set(p)
-    with_allow_large(p)
-
-    p = command("search", cmd_search,
-                "plan every combination of some keys' values; keep what fits a budget")
-    p.add_argument("base", metavar="BASE", help="zoo name or spec file to vary")
-    p.add_argument("--vary", action="append", metavar="KEY=VALUES",
-                   help="a key path (as --set takes) and its values: 12,24,40 or 40..250 "
-                        "(inclusive) or 8..48:4 (with a step); repeatable")
-    for option, what in (("--max-params", "at most this many parameters"),
-                         ("--min-params", "at least this many parameters"),
-                         ("--max-macs", "at most this many MACs per image"),
-                         ("--max-activations", "at most this many bytes of training "
-                                               "activations at --batch (float32)")):
-        p.add_argument(option, metavar="N", help=what + "; 1M, 300M, 2.5G work")
-    p.add_argument("--batch", type=int, default=1, metavar="B",
-                   help="batch size for activations (default 1)")
-    p.add_argument("--objectives", default="params:max,macs:min",
-                   help="axes of the Pareto front (default params:max,macs:min)")
-    p.add_argument("--sort", default="-params",
-                   choices=[m for k in ("params", "macs", "activations") for m in (k, "-" + k)],
-                   help="order of the candidates (default -params: largest first)")
-    p.add_argument("--top", type=int, metavar="N", help="keep the first N candidates")
-    p.add_argument("--show-invalid", action="store_true",
-                   help="list the combinations that are not valid specs, and why")
-    p.add_argument("--write", metavar="DIR",
-                   help="write the (--top) candidates as spec files into DIR, expect pinned")
-    p.add_argument("--plot", metavar="FILE.png|svg|pdf",
-                   help="draw params against MACs, the front highlighted, the base and the "
-                        "zoo's nets of the same input marked")
-    with_force(p, "replace files that exist")
-    p.add_argument("--allow-large-grid", action="store_true",
-                   help="search grids of more than 1,000,000 combinations")
-    # --allow-large means "past the resource guard" in every other command; search builds
-    # nothing, so here it only says where its old meaning went.
-    p.add_argument("--allow-large", action="store_true", help=argparse.SUPPRESS)
-    with_format(p, ("table", "json", "csv"))
-    with_set(p)
-
-    p = command("plot", cmd_plot, "channels after every layer, one line per spec")
-    p.add_argument("specs", nargs="+", metavar="SPEC")
-    p.add_argument("-o", "--output", required=True, metavar="FILE.png|svg|pdf",
-                   help="picture to write; the format follows the suffix")
-    with_force(p)
-    with_set(p)
+        arguments(p)
     return parser
 
 
