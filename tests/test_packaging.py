@@ -161,14 +161,25 @@ def test_no_module_imports_one_that_imports_it_back():
     import ast
 
     package = REPO / "src" / "archspec"
+    modules = {".".join(p.relative_to(package).with_suffix("").parts)
+               .removesuffix(".__init__").removesuffix("__init__"): p
+               for p in package.rglob("*.py")}
     graph = {}
-    for path in package.glob("*.py"):
+    for name, path in modules.items():
+        # the package a relative import starts from
+        here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        here = [p for p in here if p]
         deps = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                deps |= ({node.module.split(".")[0]} if node.module
-                         else {a.name for a in node.names})
-        graph[path.stem] = deps - {path.stem}
+            if isinstance(node, ast.ImportFrom) and node.level >= 1:
+                base = here[:len(here) - (node.level - 1)]
+                if node.module:
+                    base = base + node.module.split(".")
+                for alias in node.names:  # a module imported by name, or one of its names
+                    sub = ".".join(base + [alias.name])
+                    deps.add(sub if sub in modules else ".".join(base))
+        graph[name] = deps - {name}
+    assert {"nn", "memory", "memory.block", "memory.kernels"} <= set(graph)
 
     def reaches(a: str, b: str, seen: set) -> bool:
         return a == b or any(reaches(n, b, seen | {a}) for n in graph.get(a, ())
@@ -189,3 +200,14 @@ def test_the_torch_free_layers_import_no_torch_module():
             "('torch', 'torchvision', 'torchinfo')], 'torch imported'\n")
     out = _run(["-c", code], REPO)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_version_is_pyprojects():
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    from archspec.version import __version__
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert __version__ == project["version"]

@@ -26,7 +26,7 @@ if _typing.TYPE_CHECKING:  # for editors and type checkers only: torch stays laz
     from .builder import DenseNet, DenseNetFeatures, load_checkpoint, save_checkpoint
     from .deploy import ExportResult
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["load", "loads", "plan", "load_plan", "search", "build", "from_module",
            "optimize_for_inference", "export", "canonical", "content_hash", "SpecError",

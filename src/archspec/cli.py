@@ -17,7 +17,8 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from . import __version__, zoo
+from . import zoo
+from .version import __version__
 from .canonical import canonical, content_hash
 from .errors import TORCH_MISSING, SpecError, torch_missing
 from .yamlio import COMMAND_LINE

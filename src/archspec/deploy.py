@@ -238,7 +238,7 @@ def _quiet():
 
 
 def _provenance(spec) -> dict[str, str]:
-    from . import __version__
+    from .version import __version__
     from .canonical import canonical, content_hash
     from .provenance import SHA256_KEY, SPEC_KEY, VERSION_KEY
 

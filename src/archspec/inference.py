@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import feature_buffer
 from .graph_mode import capturing
 from .nn import BlurPool2d, DenseLayer, Transition, make_activation
 from .schema import Activation, NormType
@@ -145,7 +146,8 @@ class _FastLayer(nn.Module):
 
 
 class _FastBlock(nn.Module):
-    """Writes every layer's output into one buffer; layers read prefixes of it.
+    """Writes every layer's output into one buffer; layers read prefixes of it as views
+    (archspec.feature_buffer).
 
     Widths come from the plan (each layer's ``in_channels`` and ``growth_rate``), so the
     forward has no data-dependent Python: it scripts, traces and exports as it runs."""
@@ -161,13 +163,7 @@ class _FastBlock(nn.Module):
         if not torch.jit.is_scripting():
             if self._records_grad(x):
                 return self._concatenated(x)
-        size = [x.shape[0], self.out_channels, x.shape[2], x.shape[3]]
-        if self.channels_last:
-            buf = torch.empty(size, dtype=x.dtype, device=x.device,
-                              memory_format=torch.channels_last)
-        else:
-            buf = torch.empty(size, dtype=x.dtype, device=x.device)
-        buf[:, :self.in_channels].copy_(x)
+        buf = feature_buffer.allocate(x, self.out_channels, self.channels_last)
         for layer in self.layers:
             c, k = layer.in_channels, layer.growth_rate
             buf[:, c:c + k].copy_(layer(buf[:, :c]))
@@ -184,10 +180,12 @@ class _FastBlock(nn.Module):
 
     @torch.jit.unused
     def _concatenated(self, x: Tensor) -> Tensor:
-        features = [x]
-        for layer in self.layers:
-            features.append(layer(torch.cat(features, 1)))
-        return torch.cat(features, 1)
+        return feature_buffer.concatenated(
+            x, [_on_concatenation(layer) for layer in self.layers])
+
+
+def _on_concatenation(layer: _FastLayer):
+    return lambda features: layer(torch.cat(features, 1))
 
 
 class _FastTransition(nn.Module):

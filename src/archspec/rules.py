@@ -2,7 +2,7 @@
 
 The planner predicts what a model will do (its sizes, its widths, what a memory level
 keeps) and the modules do it; a rule written in both places drifts. Each lives here, and
-plan.py, nn.py and introspect.py read it.
+plan.py, nn.py, memory/ and introspect.py read it.
 """
 
 from __future__ import annotations
@@ -26,5 +26,5 @@ def transition_recomputes(*, batch_norm: bool, relu: bool, average_pool: bool,
     """Whether a transition stores only its input and recomputes the rest in backward
     under ``memory_efficient: max``: the paper's transition (training BatchNorm, ReLU,
     2x2 average pool, no dropout) does; any other takes the plain path. The planner's
-    memory estimate and nn.Transition both ask this."""
+    memory estimate and archspec.memory.transition both ask this."""
     return batch_norm and relu and average_pool and not dropout

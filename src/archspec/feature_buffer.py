@@ -1,0 +1,59 @@
+"""A dense block's features laid out in one buffer: the rule, written once.
+
+Layer l of a dense block reads the concatenation of the block input and every earlier
+layer's output, and adds ``growth_rate`` channels. Concatenating per layer copies the
+features over and over (quadratic traffic in depth). Instead the block allocates its
+output once, ``(N, out_channels, *spatial)``, copies its input into the first channels,
+and each layer reads the prefix it needs and writes its new channels after it. The
+memory levels (archspec.memory.block) and the inference block
+(archspec.inference._FastBlock) both lay their features out this way; where a buffer
+cannot be used (autograd keeping views of it, a compiled graph) both fall back to
+``concatenated``, the per-layer loop.
+
+The functions that run inside a scripted or traced forward (``allocate``) are
+TorchScript-compatible; the others are eager-only.
+"""
+
+# No `from __future__ import annotations`: TorchScript reads these annotations.
+
+from typing import Callable, List
+
+import torch
+from torch import Tensor
+
+__all__ = ["allocate", "channels_last_like", "memory_format_like", "concatenated"]
+
+
+def allocate(x: Tensor, channels: int, channels_last: bool) -> Tensor:
+    """The block's output buffer, ``channels`` wide, in x's dtype, device and spatial size,
+    with x copied into its first channels."""
+    size = [x.shape[0], channels, x.shape[2], x.shape[3]]  # indexed: FX traces it
+    if channels_last:
+        buf = torch.empty(size, dtype=x.dtype, device=x.device,
+                          memory_format=torch.channels_last)
+    else:
+        buf = torch.empty(size, dtype=x.dtype, device=x.device)
+    buf[:, :x.shape[1]].copy_(x)
+    return buf
+
+
+def channels_last_like(x: Tensor) -> bool:
+    """Whether torch.cat gives a block whose input is ``x`` channels_last features (the
+    fast layout for convolutions on GPUs, under AMP above all). Where both layouts fit
+    (1x1 maps, one channel) the strides decide, as torch's suggest_memory_format does."""
+    return (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+            and x.stride(1) < x.stride(2))
+
+
+def memory_format_like(x: Tensor) -> torch.memory_format:
+    """The layout of torch.cat's output for a block whose input is ``x``."""
+    return torch.channels_last if channels_last_like(x) else torch.contiguous_format
+
+
+def concatenated(x: Tensor, layers: List[Callable[[List[Tensor]], Tensor]]) -> Tensor:
+    """The per-layer loop without a buffer: each of ``layers`` maps the list of features
+    so far to its new features; returns all of them concatenated."""
+    features = [x]
+    for layer in layers:
+        features.append(layer(features))
+    return torch.cat(features, 1)
