@@ -54,6 +54,16 @@ def test_every_fast_path_passes_its_self_check_here():
             assert kernels.usable(path, "cpu"), path
 
 
+def test_the_self_check_runs_outside_the_callers_autocast():
+    """A first training step under bf16 autocast checks the kernels in float32 (bf16
+    rounding would fail a float32 comparison and cost the fast path for nothing)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for path in kernels.PATHS:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", kernels.FastPathWarning)
+                assert kernels.usable(path, "cpu"), path
+
+
 def test_the_self_check_draws_no_random_numbers_and_hides_from_saved_tensor_hooks():
     seen = []
     state = torch.get_rng_state()

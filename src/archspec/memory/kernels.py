@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import nullcontext
 from typing import Callable, NamedTuple, Optional
 
 import torch
@@ -299,9 +300,12 @@ def _self_check(path: str, device: torch.device) -> Optional[str]:
     """None when the fast path agrees with the public one on ``device``, else why not.
     Runs on fixed tiny inputs (no RNG drawn), outside autocast, with saved-tensor hooks
     of the caller's (memory counters, offloading) masked."""
+    # (autocast is left alone unless it is on: entering it costs a device-module lookup
+    # that some backends, and test stand-ins for them, do not provide)
+    no_autocast = (torch.autocast(device.type, enabled=False)
+                   if torch.is_autocast_enabled(device.type) else nullcontext())
     try:
-        with torch.autocast(device.type, enabled=False), \
-                torch.autograd.graph.saved_tensors_hooks(_same, _same):
+        with no_autocast, torch.autograd.graph.saved_tensors_hooks(_same, _same):
             return _CHECKS[path](device)
     except Exception as e:  # a moved, renamed or changed API: the reason is the message
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
