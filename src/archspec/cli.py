@@ -124,6 +124,14 @@ def _plan(name: str, args: argparse.Namespace) -> Plan:
     return load_plan(name, overrides=overrides or None)
 
 
+def _inputs(args: argparse.Namespace, *plans: Plan) -> list[str]:
+    """Every file the command reads: the specs named, every file they extend, and the
+    weights. An output is never one of them, with --force or without."""
+    named = [getattr(args, "spec", None), *(getattr(args, "specs", None) or ()),
+             getattr(args, "weights", None)]
+    return [f for f in named if f] + [f for p in plans for f in p.spec.source_files]
+
+
 def _plans(names: Sequence[str], args: argparse.Namespace) -> list[Plan]:
     """Plan every spec; report all that fail (each as FILE:LINE:COL lines), then exit 1."""
     plans, problems = [], []
@@ -175,8 +183,24 @@ def _with_force(p: argparse.ArgumentParser, help: str = "replace FILE if it exis
     p.add_argument("--force", action="store_true", help=help)
 
 
+def _seed(text: str) -> int:
+    """A seed torch.manual_seed takes: an integer in [0, 2**64)."""
+    try:
+        value = int(text) if len(text) <= 30 else None
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(
+            f"{_short(text)!r} is not a seed: use an integer from 0 to 2**64-1")
+    return value
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _with_seed(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="initialisation seed (default 0)")
 
 
 def _with_weights(p: argparse.ArgumentParser, default: str = "") -> None:
@@ -416,9 +440,12 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
         "d121-10.pt",
     ])
 def cmd_build(args: argparse.Namespace) -> int:
+    from .files import check_writable
+
     p = _plan(args.spec, args)
     # The guard again inside build(); here first so an absurd spec fails before torch loads.
     check_resources(p, device="cpu", allow_large=args.allow_large)
+    check_writable(args.output, force=args.force, inputs=_inputs(args, p))  # before building
     from .builder import build, save_checkpoint  # imports torch
     from .verify import DeviceError, parse_device, parse_dtype
 
@@ -429,7 +456,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     except DeviceError as e:
         _err(f"archspec build: {e}")
         return EXIT_FAIL
-    out = save_checkpoint(model, args.output, force=args.force, inputs=[args.spec],
+    out = save_checkpoint(model, args.output, force=args.force, inputs=_inputs(args, p),
                           seed=args.seed)
     _out(f"wrote {out} ({p.name}, {p.params:,} params, {args.dtype}, seed {args.seed}, "
          f"sha256 {content_hash(p.spec)[:16]}...)")
@@ -480,7 +507,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         fmt = format_for(args.output)
     except ValueError as e:
         raise _Usage(str(e)) from None
-    inputs = [args.spec] + ([args.weights] if args.weights else [])
+    inputs = _inputs(args, p)
     check_writable(args.output, force=args.force, inputs=inputs)  # before the slow part
     from .builder import build
     from .deploy import TOLERANCE, ExportError, export
@@ -799,7 +826,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.write:
         from .search import write_candidates
 
-        for path in write_candidates(result, args.write, force=args.force):
+        for path in write_candidates(result, args.write, force=args.force,
+                                     inputs=_inputs(args, result.base_plan)):
             _err(f"wrote {path}")
     if args.plot:
         from .plot import plot_search  # imports matplotlib
@@ -842,7 +870,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     plans = _plans(args.specs, args)
     from .plot import plot_channels  # imports matplotlib
 
-    out = plot_channels(plans, args.output, force=args.force, inputs=args.specs)
+    out = plot_channels(plans, args.output, force=args.force, inputs=_inputs(args, *plans))
     _out(f"wrote {out}")
     return EXIT_OK
 
@@ -901,4 +929,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError:
             pass
         return EXIT_OK
+    except OSError as e:  # the world said no: a read-only folder, a full disk, a long name
+        name = e.filename
+        if isinstance(name, (str, bytes, os.PathLike)):
+            name = os.fsdecode(name)
+        where = f"{printable(_short(str(name), 200))}: " if name is not None else ""
+        _err(f"archspec {args.command}: {where}{e.strerror or e}")
+        return EXIT_FAIL
+    except MemoryError:
+        _err(f"archspec {args.command}: ran out of memory (see --allow-large and the "
+             "resource guard in docs/guide.md)")
+        return EXIT_FAIL
 

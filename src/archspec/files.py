@@ -32,7 +32,10 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *,
     if it is one of ``inputs`` (a spec being read is never overwritten, force or not).
     """
     target, folder = check_writable(path, force=force, inputs=inputs)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:  # a read-only folder, a name too long: about the target
+        raise OSError(e.errno, e.strerror, str(target)) from None
     try:
         # mkstemp makes the file 0600; the result must have the mode any other tool would
         # give it: the replaced file's, or 0666 less the user's umask for a new one.
@@ -42,13 +45,28 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *,
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        cause = _os_error_in(e)
+        if cause is not None and (cause is not e or not cause.filename):
+            # A full disk or a file-size limit, as a writer reports it (torch.save wraps
+            # it in a RuntimeError): said as what it is, about the file being written.
+            raise OSError(cause.errno, cause.strerror or str(cause), str(target)) from e
         raise
     return target
+
+
+def _os_error_in(e: BaseException) -> OSError | None:
+    """The OSError that caused ``e`` (``e`` itself, or one in its context chain)."""
+    seen = 0
+    while e is not None and seen < 16:
+        if isinstance(e, OSError) and not isinstance(e, (FileExistsError, BrokenPipeError)):
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
 
 
 def check_writable(path: str | os.PathLike, *, force: bool = False,
@@ -66,9 +84,11 @@ def check_writable(path: str | os.PathLike, *, force: bool = False,
                                   "overwrite it")
         except OSError:
             continue
-    if target.exists() and not force:
-        raise OutputError(f"{target}: already exists; pass force=True to replace it",
-                          cli=f"{target}: already exists; pass --force to replace it")
+    if (target.exists() or target.is_symlink()) and not force:  # a dangling link too
+        what = "already exists" if target.exists() else \
+            "already exists (a link to a missing file)"
+        raise OutputError(f"{target}: {what}; pass force=True to replace it",
+                          cli=f"{target}: {what}; pass --force to replace it")
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"{target}: folder {folder} does not exist")

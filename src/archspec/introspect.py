@@ -214,9 +214,12 @@ def from_name(ref: str) -> tuple[nn.Module, str]:
     if library == "torchvision":
         import torchvision
 
-        ctor = getattr(torchvision.models, arch, None)
-        if ctor is None or not arch.startswith("densenet"):
-            raise _fail(f"torchvision has no DenseNet called {arch!r}")
+        names = sorted(n for n in dir(torchvision.models) if n.startswith("densenet")
+                       and callable(getattr(torchvision.models, n)))  # not the module
+        if arch not in names:
+            raise _fail(f"torchvision has no DenseNet constructor called {arch!r} (it has "
+                        f"{', '.join(names)})")
+        ctor = getattr(torchvision.models, arch)
         return ctor(weights=None), ref
     if library == "timm":
         try:

@@ -100,6 +100,7 @@ def _validate(data: dict, smap: SourceMap, overrides: Mapping[str, Any] | None,
         err.partial = None if found.incomplete else _partial_spec(data, smap, errors, refused)
         raise err from None
     spec._source = smap
+    spec._files = tuple(found.files)
     if found.problems:
         err = SpecError(found.problems)
         err.partial = None if found.incomplete else PartialSpec(spec, tuple(refused))

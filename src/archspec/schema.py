@@ -198,6 +198,7 @@ class DenseNetSpec(_Model):
 
     # Where each key was written (archspec.yamlio.SourceMap); not part of the spec's value.
     _source: object = PrivateAttr(default=None)
+    _files: tuple = PrivateAttr(default=())
 
     def __eq__(self, other: object) -> bool:
         # Two specs are equal when they say the same thing, wherever they were written.
@@ -207,6 +208,12 @@ class DenseNetSpec(_Model):
 
     def __hash__(self) -> int:
         return hash(repr(self.model_dump()))
+
+    @property
+    def source_files(self) -> tuple[str, ...]:
+        """The files this spec was read from: its own, then every file it ``extends``
+        (empty for a spec made in code). No command writes over any of them."""
+        return self._files
 
     @property
     def source_map(self):

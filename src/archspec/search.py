@@ -20,7 +20,8 @@ import itertools
 import math
 import os
 import re
-from dataclasses import dataclass, field, replace
+from array import array
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -54,14 +55,24 @@ class Candidate:
 
     ``overrides`` holds exactly the varied keys; ``activations`` is the training
     activation memory in bytes for the search's batch (float32, as the resource guard
-    estimates it); ``pareto`` marks the front of the search's objectives."""
+    estimates it); ``pareto`` marks the front of the search's objectives. ``plan`` is
+    planned again when asked for (a search keeps numbers, not plans: see SearchResult)."""
 
     overrides: dict[str, Any]
     params: int
     macs: int
     activations: int
     pareto: bool
-    plan: Plan = field(repr=False, compare=False)
+    _planner: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def plan(self) -> Plan:
+        """The candidate's Plan (planned on first use, then kept)."""
+        cached = self.__dict__.get("_plan")
+        if cached is None:
+            cached = self._planner(self.overrides)
+            object.__setattr__(self, "_plan", cached)
+        return cached
 
     def metric(self, name: str) -> int:
         return getattr(self, name)
@@ -80,18 +91,47 @@ class Rejected:
     reason: str
 
 
+class _Rows(Sequence):
+    """A read-only list whose items are made when read: a search over 10^6 combinations
+    keeps a few numbers per combination, not 10^6 objects (``list(rows)`` makes them
+    all)."""
+
+    def __init__(self, n: int, make):
+        self._n, self._make = n, make
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._make(j) for j in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return self._make(i)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (list, Sequence)) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"<{self._n} search rows>"
+
+
 @dataclass
 class SearchResult:
     """What a search planned and kept. ``matches`` are all combinations that met the
-    constraints, sorted; ``candidates`` are the first ``top`` of them."""
+    constraints, sorted; ``candidates`` are the first ``top`` of them; ``rejected`` the
+    invalid combinations with their reasons. All three are read-only sequences whose
+    items are made when read (see _Rows)."""
 
     base: str
     evaluated: int
     valid: int
     invalid: int
-    matches: list[Candidate]
-    candidates: list[Candidate]
-    rejected: list[Rejected]
+    matches: Sequence[Candidate]
+    candidates: Sequence[Candidate]
+    rejected: Sequence[Rejected]
     batch: int
     objectives: tuple[tuple[str, str], ...]
     base_plan: Plan
@@ -131,10 +171,11 @@ def parse_values(text: str, *, limit: int = MAX_GRID) -> list[Any]:
         if step <= 0:
             raise SearchError(f"the step of {text!r} must be positive")
         if hi < lo:
-            raise SearchError(f"empty range {text!r}: {m['hi']} is below {m['lo']}")
+            raise SearchError(f"empty range {_shown(text)}: {_shown(m['hi'])} is below "
+                              f"{_shown(m['lo'])}")
+        if (hi - lo) / step >= limit:  # compared as decimals: the count may be huge
+            raise SearchError(f"{_shown(text)} has more than {limit:,} values")
         count = int((hi - lo) / step) + 1
-        if count > limit:
-            raise SearchError(f"{text!r} has {count:,} values, more than {limit:,}")
         integral = all(d == d.to_integral_value() for d in (lo, step))
         return [int(lo + i * step) if integral else float(lo + i * step)
                 for i in range(count)]
@@ -153,13 +194,22 @@ def parse_values(text: str, *, limit: int = MAX_GRID) -> list[Any]:
     return values
 
 
+_MAX_DIGITS = 40  # a bound or step longer than this is no design choice
+
+
 def _decimal(text: str) -> Decimal:
+    text = text.strip()
+    if len(text) > _MAX_DIGITS:
+        raise SearchError(f"{_shown(text)} is too long a number (at most {_MAX_DIGITS} "
+                          "characters)")
     try:
-        d = Decimal(text.strip())
+        d = Decimal(text)
     except InvalidOperation:
-        raise SearchError(f"{text.strip()!r} is not a number") from None
+        raise SearchError(f"{text!r} is not a number") from None
     if not d.is_finite():
-        raise SearchError(f"{text.strip()!r} is not a finite number")
+        raise SearchError(f"{text!r} is not a finite number")
+    if abs(d.adjusted()) > 30:
+        raise SearchError(f"{text!r} is out of range (at most 1e30)")
     return d
 
 
@@ -167,9 +217,13 @@ def parse_number(text: str | int | float) -> int:
     """``1M`` -> 1000000, ``2.5G``, ``300k``, ``1e6``, ``1_000_000``; SearchError
     otherwise (negative numbers too: budgets are counts)."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = Decimal(str(text))
+        value = Decimal(str(text)) if not isinstance(text, int) or \
+            text.bit_length() < 128 else Decimal("inf")
     else:
         raw = str(text).strip().replace("_", "").replace(",", "")
+        if len(raw) > _MAX_DIGITS:
+            raise SearchError(f"{_shown(str(text))} is too long a number (at most "
+                              f"{_MAX_DIGITS} characters)")
         suffix = raw[-1:] if raw[-1:] in _SUFFIX and raw[-1:] else ""
         try:
             value = Decimal(raw[:len(raw) - len(suffix)]) * _SUFFIX[suffix]
@@ -177,8 +231,14 @@ def parse_number(text: str | int | float) -> int:
             raise SearchError(f"{text!r} is not a number (such as 1000000, 1M, 2.5G or "
                               "300k)") from None
     if not value.is_finite() or value < 0:
-        raise SearchError(f"{text!r} must be a finite number >= 0")
+        raise SearchError(f"{_shown(text)} must be a finite number >= 0")
+    if value > _MAX_BUDGET:
+        raise SearchError(f"{_shown(text)} is larger than any network (at most "
+                          "10^24); leave the limit out for none")
     return int(value)
+
+
+_MAX_BUDGET = Decimal("1e24")
 
 
 def parse_objectives(text: str) -> tuple[tuple[str, str], ...]:
@@ -240,7 +300,7 @@ def search(base: str | os.PathLike, vary: Mapping[str, Iterable[Any]], *,
         why = key_path_error(key)
         if why:
             raise SearchError(f"{key}: {why}", i)
-        values = list(vary[key])
+        values = _unique(_bounded_values(vary[key], key, i, allow_large_grid))
         if not values:
             raise SearchError(f"{key}: no values", i)
         grid.append(values)
@@ -264,30 +324,105 @@ def search(base: str | os.PathLike, vary: Mapping[str, Iterable[Any]], *,
         why = _never_valid(source, fixed, key, grid[i - 1])
         if why:
             raise SearchError(f"{key}: {why}", i)
-    matched: list[tuple[dict, Plan, int]] = []
-    rejected: list[Rejected] = []
+    # Per combination only numbers are kept (about 8 bytes a metric and a key): its
+    # index in the grid and its metrics; rejected ones keep an index into their reasons.
+    index, params, macs, acts = array("q"), array("q"), array("q"), array("q")
+    bad, bad_reason, reasons = array("q"), array("l"), {}
     valid = 0
-    for combo in itertools.product(*grid):
-        varied = dict(zip(keys, combo))
+    for n, combo in enumerate(itertools.product(*grid)):
         try:
-            p = make_plan(source.spec({**fixed, **varied}))
+            p = make_plan(source.spec({**fixed, **dict(zip(keys, combo))}))
         except SpecError as e:
             first = e.problems[0]
-            rejected.append(Rejected(varied, f"{first.path}: {first.message}" if first.path
-                                     else first.message))
+            why = f"{first.path}: {first.message}" if first.path else first.message
+            bad.append(n)
+            bad_reason.append(reasons.setdefault(why, len(reasons)))
             continue
         valid += 1
-        acts = p.training_memory(batch)
-        if _within(p, acts, limits):
-            matched.append((varied, p, acts))
+        a = p.training_memory(batch)
+        if _within(p, a, limits):
+            index.append(n)
+            params.append(p.params)
+            macs.append(p.macs)
+            acts.append(a)
 
-    found = [Candidate(v, p.params, p.macs, a, False, p) for v, p, a in matched]
-    front = _pareto([[_as_min(c.metric(m), d) for m, d in objectives] for c in found])
-    candidates = [replace(c, pareto=True) if i in front else c for i, c in enumerate(found)]
-    candidates.sort(key=lambda c: c.metric(sort_key), reverse=sort.startswith("-"))
-    return SearchResult(str(base), count, valid, len(rejected), candidates,
-                        candidates[:top] if top else candidates, rejected, batch,
-                        objectives, base_plan)
+    metrics = {"params": params, "macs": macs, "activations": acts}
+    front = _pareto([[_as_min(metrics[m][i], d) for m, d in objectives]
+                     for i in range(len(index))])
+    order = sorted(range(len(index)), key=metrics[sort_key].__getitem__,
+                   reverse=sort.startswith("-"))
+    sizes = [len(v) for v in grid]
+
+    def varied(n: int) -> dict[str, Any]:
+        picks = []
+        for size in reversed(sizes):  # itertools.product's order: the last key fastest
+            n, i = divmod(n, size)
+            picks.append(i)
+        return {k: grid[j][i] for j, (k, i) in enumerate(zip(keys, reversed(picks)))}
+
+    def planner(over: dict) -> Plan:
+        return make_plan(source.spec({**fixed, **over}))
+
+    def candidate(rank: int) -> Candidate:
+        i = order[rank]
+        return Candidate(varied(index[i]), params[i], macs[i], acts[i], i in front, planner)
+
+    names = list(reasons)
+    matches = _Rows(len(order), candidate)
+    return SearchResult(str(base), count, valid, len(bad), matches,
+                        _Rows(min(top, len(order)) if top else len(order), candidate),
+                        _Rows(len(bad), lambda j: Rejected(varied(bad[j]), names[bad_reason[j]])),
+                        batch, objectives, base_plan)
+
+
+def _bounded_values(values: Any, key: str, position: int, allow_large_grid: bool) -> list:
+    """The values of one key as a list, refusing what a grid cannot hold before it is
+    held: a string (its characters are not values: parse_values reads text), a range or
+    iterator longer than the grid limit (counted as it is consumed, so an endless
+    iterator stops there)."""
+    if isinstance(values, (str, bytes)):
+        raise SearchError(f"{key}: values must be a list or range, not the string "
+                          f"{_shown(values)} (archspec.search.parse_values reads text "
+                          "such as '12,24' or '8..48:4')", position)
+    if isinstance(values, Mapping):
+        raise SearchError(f"{key}: values must be a list or range, not a mapping", position)
+    if isinstance(values, range) and len(values) > MAX_GRID and not allow_large_grid:
+        raise SearchError(f"{key}: {len(values):,} values, more than {MAX_GRID:,}", position)
+    try:
+        it = iter(values)
+    except TypeError:
+        raise SearchError(f"{key}: values must be a list or range, not "
+                          f"{type(values).__name__}", position) from None
+    cap = None if allow_large_grid else MAX_GRID
+    out = list(itertools.islice(it, cap + 1)) if cap is not None else list(it)
+    if cap is not None and len(out) > cap:
+        raise SearchError(f"{key}: more than {MAX_GRID:,} values", position)
+    return out
+
+
+def _unique(values: list) -> list:
+    """Each value once, in first-seen order: 12,12 or 0.1,0.10 are one candidate."""
+    seen, out = set(), []
+    for v in values:
+        key = _frozen(v)
+        if key not in seen:
+            seen.add(key)
+            out.append(v)
+    return out
+
+
+def _frozen(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return ("list", tuple(_frozen(x) for x in v))
+    if isinstance(v, dict):
+        return ("dict", tuple(sorted((str(k), _frozen(x)) for k, x in v.items())))
+    if isinstance(v, bool) or v is None:
+        return ("const", v)
+    try:
+        hash(v)
+    except TypeError:
+        return ("repr", repr(v))
+    return ("value", v)
 
 
 def _never_valid(source: Any, fixed: dict, key: str, values: list) -> str | None:
@@ -328,7 +463,9 @@ def _text(value: Any) -> str:
 
 def _shown(value: Any) -> str:
     text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    if len(text) <= 40:
+        return text
+    return repr(value[:34]) + "..." if isinstance(value, str) else text[:37] + "..."
 
 
 def _within(p: Plan, activations: int, limits: dict[str, int | None]) -> bool:
@@ -343,40 +480,66 @@ def _as_min(value: int, direction: str) -> int:
 
 
 def _pareto(points: list[list[int]]) -> set[int]:
-    """Indices of the points no other point dominates (all objectives minimised):
-    sorted lexicographically, a point can only be dominated by one before it, and then by
-    one already on the front, so each point is compared with the front alone."""
-    order = sorted(range(len(points)), key=lambda i: points[i])
-    front: list[int] = []
+    """Indices of the points no other point dominates (all objectives minimised; equal
+    points do not dominate each other). One objective: the minima. Two: one sort and a
+    sweep, O(n log n). More: sorted lexicographically, a point can only be dominated by
+    one before it, and then by one already on the front, so each point is compared with
+    the front alone (O(n * front))."""
+    if not points:
+        return set()
+    order = sorted(range(len(points)), key=points.__getitem__)
+    if len(points[0]) == 1:
+        best = points[order[0]]
+        return {i for i in order if points[i] == best}
+    if len(points[0]) == 2:
+        front: set[int] = set()
+        lowest = None  # the smallest second value among points before this group
+        j = 0
+        while j < len(order):  # groups of equal points: all on the front, or none
+            k = j
+            while k < len(order) and points[order[k]] == points[order[j]]:
+                k += 1
+            second = points[order[j]][1]
+            if lowest is None or second < lowest:
+                front.update(order[j:k])
+                lowest = second
+            j = k
+        return front
+    kept: list[int] = []
     for i in order:
         p = points[i]
         if not any(all(a <= b for a, b in zip(points[j], p)) and points[j] != p
-                   for j in front):
-            front.append(i)
-    return set(front)
+                   for j in kept):
+            kept.append(i)
+    return set(kept)
 
 
 def write_candidates(result: SearchResult, folder: str | os.PathLike, *,
-                     force: bool = False) -> list[os.PathLike]:
+                     force: bool = False, inputs: Iterable[str | os.PathLike] = ()
+                     ) -> list[os.PathLike]:
     """Write each candidate as a complete spec file ``FOLDER/NAME.yaml`` (its name records
     the base and what was varied; ``expect`` pins the planned parameters and output
     channels), atomically. The folder is created if missing (not its parents); names are
-    identifiers, so nothing is written outside it."""
+    identifiers, so nothing is written outside it.
+
+    All or nothing: every target is checked first (an existing file without ``force``,
+    one of ``inputs`` or the base's own files, two candidates with one name), and if a
+    write fails midway the files this call created are removed again."""
     import yaml
     from pathlib import Path
 
     from .canonical import canonical_dict
-    from .files import OutputError, write_atomic
+    from .files import OutputError, check_writable, write_atomic
 
     out = Path(folder)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: is not a folder")
     if not out.parent.is_dir():
         raise OutputError(f"{out}: folder {out.parent} does not exist")
-    out.mkdir(exist_ok=True)
-    written = []
+    inputs = [*inputs, *result.base_plan.spec.source_files]
     base = Path(result.base).stem  # a zoo name, or the base file's name
     digits = max(2, len(str(len(result.candidates))))
+    files: dict[Path, str] = {}
     for rank, c in enumerate(result.candidates, start=1):
         varied = ", ".join(f"{k}={_text(v)}" for k, v in c.overrides.items())
         # The name (and file name) is the base, the rank and what was varied: the --set
@@ -391,9 +554,32 @@ def write_candidates(result: SearchResult, folder: str | os.PathLike, *,
                                f"{', on the Pareto front' if c.pareto else ''})")
         data["source"] = f"archspec search over {result.base}"
         data["expect"] = {"params": c.params, "out_channels": c.plan.out_channels}
-        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None,
-                              allow_unicode=True, width=100)
         path = out / f"{data['name']}.yaml"
-        written.append(write_atomic(path, lambda fh, t=text: fh.write(t.encode()),
-                                    force=force))
-    return written
+        if path in files:  # names cut to the length limit can meet
+            raise OutputError(f"{path}: two candidates would have this name; vary fewer "
+                              "keys or write fewer candidates (--top)")
+        files[path] = yaml.safe_dump(data, sort_keys=False, default_flow_style=None,
+                                     allow_unicode=True, width=100)
+    if out.is_dir():
+        for path in files:
+            check_writable(path, force=force, inputs=inputs)
+    created_folder = not out.exists()
+    out.mkdir(exist_ok=True)
+    written: list[Path] = []
+    try:
+        for path, text in files.items():
+            existed = path.exists()
+            write_atomic(path, lambda fh, t=text: fh.write(t.encode()), force=force,
+                         inputs=inputs)
+            if not existed:
+                written.append(path)
+    except BaseException:
+        for path in written:  # nothing half-done: what this call created goes again
+            path.unlink(missing_ok=True)
+        if created_folder:
+            try:
+                out.rmdir()
+            except OSError:
+                pass
+        raise
+    return list(files)

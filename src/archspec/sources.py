@@ -77,13 +77,15 @@ class Found:
     refused: list[tuple]
     incomplete: bool = False
     merged: list[tuple] = field(default_factory=list)  # mappings whose merge key was refused
+    files: list[str] = field(default_factory=list)  # the file and every file it extends
 
 
 def resolve_source(text: str | bytes, file: str, base: Path, chain: tuple[str, ...]
              ) -> tuple[dict, SourceMap, Found]:
     """Parse one file and lay it over the spec it ``extends``, recursively."""
     data, smap, refusals = read_yaml(text, file)
-    found = Found(list(refusals.problems), list(refusals.paths), merged=list(refusals.merged))
+    found = Found(list(refusals.problems), list(refusals.paths), merged=list(refusals.merged),
+                  files=[file])
     if not isinstance(data, dict):
         raise SpecError([*found.problems, Problem(
             f"a spec is a mapping of keys to values, found {describe(data)} at the top "
@@ -119,6 +121,7 @@ def resolve_source(text: str | bytes, file: str, base: Path, chain: tuple[str, .
     found.refused += [p for p in pfound.refused if p[:1] and p[0] not in data]
     found.incomplete |= pfound.incomplete
     found.merged += pfound.merged
+    found.files += pfound.files
     # 'expect' pins the numbers of the file that wrote it; a child is another network.
     pdata.pop("expect", None)
     mark_inherited(pdata, data, f"extends {pdata.get('name', parent_ref)}")

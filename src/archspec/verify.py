@@ -37,6 +37,9 @@ def parse_device(device: Any) -> torch.device:
         raise DeviceError(f"unknown device {device!r}: {e}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError("CUDA is not available on this machine")
+    if dev.type == "meta":  # shapes only: nothing to initialise, check or save
+        raise DeviceError(f"device {device!r} holds no data (a meta tensor has shapes "
+                          "only); use cpu or cuda")
     return dev
 
 
