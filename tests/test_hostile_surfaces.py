@@ -190,3 +190,127 @@ def test_a_search_keeps_numbers_not_plans():
     assert peak < 1.5 * 2**20, peak
     assert r.candidates[0].plan.params == r.candidates[0].params  # planned when asked
     assert r.candidates[:2] == [r.candidates[0], r.candidates[1]]
+
+
+# --- checkpoints and the models they make ------------------------------------------------
+
+def _small_state():
+    import torch  # noqa: F401
+
+    model = archspec.build(archspec.load("densenet-bc-100-12", overrides={"depth": 16}))
+    return model.state_dict()
+
+
+def test_a_key_given_twice_is_ambiguous_not_whichever_came_last(tmp_path, capsys):
+    import torch
+
+    state = _small_state()
+    key = "features.conv0.weight"
+    state["module." + key] = torch.zeros_like(state[key])
+    path = tmp_path / "twice.pt"
+    torch.save(state, path)
+    code, out, err = _run(capsys, ["check-weights", "densenet-bc-100-12", str(path),
+                                   *SMALL])
+    assert code == 1 and "does NOT load into" in out
+    assert "ambiguous: the checkpoint holds it 2 times" in err
+    code, _, err = _run(capsys, ["build", "densenet-bc-100-12", *SMALL, "--weights",
+                                 str(path), "-o", str(tmp_path / "out.pt")])
+    assert code == 1 and "ambiguous" in err and not (tmp_path / "out.pt").exists()
+
+
+@pytest.mark.parametrize("dtype,words", [("complex64", "drop their imaginary part"),
+                                         ("bool", "a cast between number kinds"),
+                                         ("int64", "a cast between number kinds")])
+def test_tensors_that_would_not_survive_the_copy_are_problems(dtype, words, tmp_path,
+                                                              capsys):
+    import torch
+
+    state = _small_state()
+    key = "features.conv0.weight"
+    state[key] = state[key].to(getattr(torch, dtype))
+    path = tmp_path / "lossy.pt"
+    torch.save(state, path)
+    code, out, err = _run(capsys, ["check-weights", "densenet-bc-100-12", str(path),
+                                   *SMALL])
+    assert code == 1 and "1 lossy" in out
+    assert f"found {dtype} values where the model holds float32" in err and words in err
+
+
+def test_a_long_module_prefix_is_stripped_in_linear_time():
+    import time
+
+    import torch
+
+    from archspec.weights import normalise_keys
+
+    t = time.perf_counter()
+    out, renamed = normalise_keys({"module." * 200_000 + "x": torch.zeros(1)})
+    assert list(out) == ["x"] and renamed == 1
+    assert time.perf_counter() - t < 5  # quadratic: minutes
+
+
+def test_a_decompression_bomb_is_refused_before_it_is_read(tmp_path, capsys):
+    import zipfile
+
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("archive/data/0", "w") as fh:
+            for _ in range(16):
+                fh.write(b"\0" * (1 << 22))  # 64 MiB of zeros in about 64 KB
+    code, _, err = _run(capsys, ["check-weights", "densenet-bc-100-12", str(bomb)])
+    assert code == 1 and "expand to 67,108,864" in err and "decompression bomb" in err
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["export", "densenet-bc-100-12", "-o", "{tmp}/x.pt", "--batch", "65536"],
+     "activations"),
+    (["export", "densenet-bc-100-12", "-o", "{tmp}/x.pt", "--input", "3x65536x65536"],
+     "activations"),
+    (["check-weights", "densenet-bc-100-12", "{tmp}/none.pt", "--set",
+      "block_config=[10000,10000,10000]",
+      "--set", "depth=null"], "parameters, over the limit"),
+])
+def test_every_command_that_makes_tensors_goes_through_the_guard(argv, words, tmp_path,
+                                                                 capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code, _, err = _run(capsys, argv)
+    assert code == 1 and words in err and "--allow-large" in err, err
+    assert os.listdir(tmp_path) == []
+
+
+def test_paths_reach_the_terminal_escaped(tmp_path, capsys):
+    out = tmp_path / "e\x1b[31mvil\nname.pt"
+    code, stdout, _ = _run(capsys, ["build", "densenet-bc-100-12", *SMALL, "-o", str(out)])
+    assert code == 0 and "\x1b" not in stdout and "\\x1b[31mvil\\x0aname.pt" in stdout
+    code, _, err = _run(capsys, ["build", "densenet-bc-100-12", *SMALL, "-o", str(out)])
+    assert code == 1 and "\x1b" not in err and "\\x0aname.pt: already exists" in err
+
+
+def test_load_checkpoint_on_foreign_files_says_what_it_is(tmp_path):
+    import torch
+
+    from archspec.errors import SpecError
+
+    plain = tmp_path / "plain.pt"
+    torch.save(_small_state(), plain)
+    with pytest.raises(SpecError, match="not an archspec checkpoint"):
+        archspec.load_checkpoint(plain)
+    partial = tmp_path / "partial.pt"
+    torch.save({"format": "archspec-checkpoint/1"}, partial)
+    from archspec.builder import CHECKPOINT_FORMAT
+    torch.save({"format": CHECKPOINT_FORMAT}, partial)
+    with pytest.raises(SpecError, match="'spec' is missing"):
+        archspec.load_checkpoint(partial)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(SpecError, match="cannot read checkpoint"):
+        archspec.load_checkpoint(garbage)
+    with pytest.raises(SpecError, match="no such checkpoint file"):
+        archspec.load_checkpoint(tmp_path / "none.pt")
+
+
+def test_optimize_for_inference_says_it_drops_hooks():
+    model = archspec.build(archspec.load("densenet-bc-100-12", overrides={"depth": 16}))
+    model.features.denseblock1.register_forward_hook(lambda *a: None)
+    with pytest.warns(UserWarning, match="forward hooks on features.denseblock1 are not"):
+        archspec.optimize_for_inference(model)

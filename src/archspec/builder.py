@@ -383,17 +383,31 @@ def save_checkpoint(model: DenseNet, path: str | os.PathLike, *, force: bool = F
 def load_checkpoint(path: str | os.PathLike, *, device: Any = None) -> DenseNet:
     """Rebuild the model a checkpoint from ``save_checkpoint`` describes and load its
     weights. The stored spec's hash is checked, so an edited spec is not silently used."""
-    from .errors import SpecError
+    from .errors import Problem, SpecError
+    from .weights import WeightsError, check_declared_size, load_weights
 
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    file = os.fspath(path)
+    if not os.path.isfile(file):
+        raise SpecError.at("no such checkpoint file", file)
+    check_declared_size(file)
+    try:
+        payload = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # not a torch file, truncated, or objects it will not unpickle
+        why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise WeightsError(Problem(f"cannot read checkpoint: {why}", file)) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise SpecError.at("not an archspec checkpoint (no 'format' marker)", str(path))
-    spec = loads(payload["spec"], source=f"{path}#spec")
+        raise SpecError.at("not an archspec checkpoint (no 'format' marker); a plain "
+                           "state_dict loads with build(spec, weights=...)", file)
+    for key, kind in (("spec", str), ("sha256", str), ("state_dict", dict)):
+        if not isinstance(payload.get(key), kind):
+            raise SpecError.at(f"not a complete archspec checkpoint: '{key}' is missing "
+                               f"or not a {kind.__name__}", file)
+    spec = loads(payload["spec"], source=f"{file}#spec")
     if content_hash(spec) != payload["sha256"]:
         raise SpecError.at("the stored spec does not match its sha256: the checkpoint was "
-                           "altered", str(path))
+                           "altered", file)
     model = build(spec)
-    model.load_state_dict(payload["state_dict"], strict=True)
+    load_weights(model, payload["state_dict"])  # every problem in the spec's terms
     return model.to(device) if device is not None else model
 
 

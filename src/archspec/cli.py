@@ -195,6 +195,12 @@ def _seed(text: str) -> int:
     return value
 
 
+def _shown_path(path) -> str:
+    """A path as printed: one line, no terminal control characters."""
+    return printable(os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path),
+                     one_line=True)
+
+
 def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
@@ -458,7 +464,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     out = save_checkpoint(model, args.output, force=args.force, inputs=_inputs(args, p),
                           seed=args.seed)
-    _out(f"wrote {out} ({p.name}, {p.params:,} params, {args.dtype}, seed {args.seed}, "
+    _out(f"wrote {_shown_path(out)} ({p.name}, {p.params:,} params, {args.dtype}, "
+         f"seed {args.seed}, "
          f"sha256 {content_hash(p.spec)[:16]}...)")
     return EXIT_OK
 
@@ -500,8 +507,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     p = _plan(args.spec, args)
     if args.batch < 1:
         raise _Usage(f"--batch must be at least 1, got {args.batch}")
-    # The guard again inside build(); here first so an absurd spec fails before torch loads.
-    check_resources(p, device="cpu", allow_large=args.allow_large)
+    # The guard again inside build(); here first so an absurd spec fails before torch loads:
+    # the export runs the model in eval at --batch (and one more for --dynamic-batch).
+    check_resources(p, device="cpu", batch=args.batch + args.dynamic_batch, training=False,
+                    allow_large=args.allow_large)
     try:
         from .deploy import format_for  # imports torch
         fmt = format_for(args.output)
@@ -532,7 +541,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     c, h, w = p.input_shape
     checked = " and ".join(f"{d:.2g} at batch {n}" for n, d in result.max_abs_diff.items())
     shape = f"{'Nx' if args.dynamic_batch else f'{args.batch}x'}{c}x{h}x{w}"
-    _out(f"wrote {result.path} ({fmt}, {p.name}{', optimized' if args.optimize else ''}, "
+    _out(f"wrote {_shown_path(result.path)} ({fmt}, {p.name}"
+         f"{', optimized' if args.optimize else ''}, "
          f"input {shape}, {human(result.bytes, 'B')})")
     _out(f"max |exported - eager|: {checked} (tolerance {TOLERANCE:g})")
     return EXIT_OK
@@ -618,6 +628,7 @@ def _check_weights_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true",
                    help=f"list every problem (default: the first {MAX_PROBLEMS_SHOWN})")
     _with_set(p)
+    _with_allow_large(p)
 
 
 @_command(
@@ -630,6 +641,7 @@ def _check_weights_arguments(p: argparse.ArgumentParser) -> None:
     ])
 def cmd_check_weights(args: argparse.Namespace) -> int:
     p = _plan(args.spec, args)
+    check_resources(p, device="cpu", allow_large=args.allow_large)  # the model it builds
     _say_provenance([args.spec])
     from .builder import expected_state, zoo_specs_fitting  # imports torch
     from .weights import WeightsError, compare, read_state_dict
@@ -637,12 +649,12 @@ def cmd_check_weights(args: argparse.Namespace) -> int:
     state = read_state_dict(args.checkpoint)
     report, _ = compare(expected_state(p), state, args.checkpoint, drop_head=args.drop_head)
     verdict = "loads into" if report.ok else "does NOT load into"
-    _out(f"{args.checkpoint} {verdict} {p.name}: {report.summary()}")
+    _out(f"{_shown_path(args.checkpoint)} {verdict} {p.name}: {report.summary()}")
     if not report.ok:
         fits = [n for n in zoo_specs_fitting(state, drop_head=args.drop_head) if n != p.name]
         if fits:  # said first: 800 mismatched shapes are read as "wrong spec" anyway
-            _err(f"{args.checkpoint} fits the zoo's {' and '.join(fits)}: archspec "
-                 f"check-weights {fits[0]} {args.checkpoint}")
+            _err(f"{_shown_path(args.checkpoint)} fits the zoo's {' and '.join(fits)}: "
+                 f"archspec check-weights {fits[0]} {_shown_path(args.checkpoint)}")
         _print_problems(WeightsError(report.problems()), None if args.all else
                         MAX_PROBLEMS_SHOWN)
         return EXIT_FAIL
@@ -685,7 +697,7 @@ def cmd_new(args: argparse.Namespace) -> int:
     resolve_text(text, output, Path(output).parent).spec()
     out = write_atomic(output, lambda fh: fh.write(text.encode()), force=args.force,
                        inputs=[args.base] if args.base else [])
-    _out(f"wrote {out}: edit it, then archspec validate {out}")
+    _out(f"wrote {_shown_path(out)}: edit it, then archspec validate {_shown_path(out)}")
     return EXIT_OK
 
 
@@ -715,7 +727,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     text = canonical(spec)
     out = write_atomic(args.output, lambda fh: fh.write(text.encode()), force=args.force)
     p = make_plan(spec)
-    _out(f"wrote {out} ({spec.name}: {p.params:,} params, block_config "
+    _out(f"wrote {_shown_path(out)} ({spec.name}: {p.params:,} params, block_config "
          f"{list(p.block_config)}, k={setting(p.growth_rate)})")
     return EXIT_OK
 
@@ -828,11 +840,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
         for path in write_candidates(result, args.write, force=args.force,
                                      inputs=_inputs(args, result.base_plan)):
-            _err(f"wrote {path}")
+            _err(f"wrote {_shown_path(path)}")
     if args.plot:
         from .plot import plot_search  # imports matplotlib
 
-        _err(f"wrote {plot_search(result, args.plot, force=args.force)}")
+        _err(f"wrote {_shown_path(plot_search(result, args.plot, force=args.force))}")
     return EXIT_OK
 
 
@@ -871,7 +883,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from .plot import plot_channels  # imports matplotlib
 
     out = plot_channels(plans, args.output, force=args.force, inputs=_inputs(args, *plans))
-    _out(f"wrote {out}")
+    _out(f"wrote {_shown_path(out)}")
     return EXIT_OK
 
 
@@ -913,7 +925,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_problems(_at_argv(e, argv))
         return EXIT_FAIL
     except OutputError as e:
-        _err(f"archspec {args.command}: {e.cli}")
+        _err(f"archspec {args.command}: {printable(e.cli, one_line=True)}")
         return EXIT_FAIL
     except ModuleNotFoundError as e:
         if not torch_missing(e):
@@ -933,7 +945,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = e.filename
         if isinstance(name, (str, bytes, os.PathLike)):
             name = os.fsdecode(name)
-        where = f"{printable(_short(str(name), 200))}: " if name is not None else ""
+        where = f"{_shown_path(_short(str(name), 200))}: " if name is not None else ""
         _err(f"archspec {args.command}: {where}{e.strerror or e}")
         return EXIT_FAIL
     except MemoryError:

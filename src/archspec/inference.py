@@ -345,6 +345,15 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True,
                         f"(a DenseNet or a features_only backbone), not {type(model).__name__}")
     import copy
 
+    hooked = [name or "the model" for name, m in model.named_modules()
+              if m._forward_hooks or m._forward_pre_hooks]
+    if hooked:
+        import warnings
+
+        warnings.warn(f"optimize_for_inference: the forward hooks on {', '.join(hooked[:3])}"
+                      f"{' and more' if len(hooked) > 3 else ''} are not carried over (the "
+                      "optimized model is made of other modules); register them on the "
+                      "result if it has what they need", stacklevel=2)
     cls = InferenceDenseNet if hasattr(model, "classifier") else InferenceDenseNetFeatures
     with torch.no_grad():  # folded weights and bounds are constants, not graph nodes
         fast = cls(copy.deepcopy(model).eval(), channels_last)

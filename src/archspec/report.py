@@ -17,10 +17,12 @@ __all__ = ["human", "printable", "render_table", "summary_rows", "summary_text",
            "diff_json", "list_rows", "search_text", "search_csv"]
 
 
-def printable(text: str) -> str:
+def printable(text: str, *, one_line: bool = False) -> str:
     """``text`` safe to print on a terminal: control characters (ESC sequences that would
-    repaint it, NUL, DEL, C1) and bidirectional overrides are shown as escapes."""
-    return "".join(ch if ch in "\n\t" or not _unprintable(ch) else
+    repaint it, NUL, DEL, C1) and bidirectional overrides are shown as escapes; with
+    ``one_line`` (a path, a key) newlines and tabs too."""
+    keep = "" if one_line else "\n\t"
+    return "".join(ch if ch in keep or not _unprintable(ch) else
                    (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
                    for ch in text)
 

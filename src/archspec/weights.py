@@ -21,7 +21,8 @@ from torch import nn
 
 from .errors import Problem, SpecError
 
-__all__ = ["WeightsError", "WeightsReport", "read_state_dict", "normalise_keys",
+__all__ = ["WeightsError", "WeightsReport", "read_state_dict", "check_declared_size",
+           "normalise_keys",
            "spec_terms", "compare", "load_weights"]
 
 # torchvision's pattern for pre-0.3 checkpoints: 'norm.1' -> 'norm1', 'conv.2' -> 'conv2'
@@ -50,10 +51,17 @@ class WeightsReport:
     remapped: int = 0          # old-style or prefixed keys renamed
     dropped_head: list[str] = field(default_factory=list)
     matched: int = 0
+    # two checkpoint keys that name one tensor (``x`` and ``module.x``): which one loads
+    # would depend on their order in the file
+    ambiguous: list[tuple[str, list[str]]] = field(default_factory=list)
+    # tensors whose values would not survive the copy: complex (the imaginary part),
+    # booleans or integers where the model holds floating point (and the reverse)
+    lossy: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
+        return not (self.missing or self.unexpected or self.mismatched or self.ambiguous
+                    or self.lossy)
 
     def problems(self) -> list[Problem]:
         out = [Problem(f"expected {_shape(e)}, found {_shape(f)}", self.checkpoint, 0, 0,
@@ -62,6 +70,12 @@ class WeightsReport:
                 for k in self.missing]
         out += [Problem(f"in the checkpoint but not in the spec (key {k})", self.checkpoint,
                         0, 0, spec_terms(k)) for k in self.unexpected]
+        out += [Problem(f"ambiguous: the checkpoint holds it {len(keys)} times (keys "
+                        f"{', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''}); keep one",
+                        self.checkpoint, 0, 0, spec_terms(k)) for k, keys in self.ambiguous]
+        out += [Problem(f"found {found} values where the model holds {want}: loading would "
+                        f"{_loss(found)}", self.checkpoint, 0, 0, spec_terms(k))
+                for k, want, found in self.lossy]
         return out
 
     def summary(self) -> str:
@@ -71,10 +85,25 @@ class WeightsReport:
         if self.dropped_head:
             parts.append(f"classifier not loaded ({len(self.dropped_head)} tensors, drop_head)")
         for label, items in (("mismatched", self.mismatched), ("missing", self.missing),
-                             ("unexpected", self.unexpected)):
+                             ("unexpected", self.unexpected), ("ambiguous", self.ambiguous),
+                             ("lossy", self.lossy)):
             if items:
                 parts.append(f"{len(items)} {label}")
         return ", ".join(parts)
+
+
+def _loss(found: str) -> str:
+    if found.startswith("complex"):
+        return "drop their imaginary part"
+    return "change them (a cast between number kinds)"
+
+
+def _kind(t: torch.Tensor) -> str:
+    if t.is_complex():
+        return "complex"
+    if t.is_floating_point():
+        return "float"
+    return "bool" if t.dtype == torch.bool else "int"
 
 
 def _shape(s: tuple) -> str:
@@ -103,6 +132,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     file = os.fspath(path)
     if not os.path.isfile(file):
         raise WeightsError(Problem("no such checkpoint file", file))
+    check_declared_size(file)
     try:
         if file.endswith(".safetensors"):
             from safetensors.torch import load_file
@@ -131,28 +161,66 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
+def check_declared_size(file: str) -> None:
+    """Refuse, before reading, a torch zip checkpoint whose entries declare more bytes
+    than this machine has free (a small file whose compressed entries expand to
+    gigabytes: a decompression bomb), or entries that expand more than any tensor data
+    does."""
+    import zipfile
+
+    from .resources import HEADROOM, available_bytes
+
+    if not zipfile.is_zipfile(file):
+        return  # the legacy format, safetensors: their readers check sizes themselves
+    try:
+        with zipfile.ZipFile(file) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise WeightsError(Problem(f"cannot read checkpoint: {e}", file)) from None
+    declared = sum(i.file_size for i in infos)
+    packed = sum(i.compress_size for i in infos)
+    free = available_bytes("cpu")
+    if free is not None and declared > HEADROOM * free:
+        raise WeightsError(Problem(
+            f"cannot read checkpoint: its entries declare {declared:,} bytes, more than "
+            f"the {free:,} bytes of memory free here", file))
+    if declared > 100 * max(packed, 1) + 2**20:
+        raise WeightsError(Problem(
+            f"cannot read checkpoint: {packed:,} bytes expand to {declared:,} (a "
+            "decompression bomb? torch writes tensors uncompressed)", file))
+
+
 def normalise_keys(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
     """Strip ``module.`` prefixes and rename old torchvision keys; returns (dict, renamed)."""
-    out, renamed = {}, 0
+    out, renamed, _ = _normalise(state)
+    return out, renamed
+
+
+def _normalise(state: Mapping[str, torch.Tensor]
+               ) -> tuple[dict[str, torch.Tensor], int, dict[str, list[str]]]:
+    """normalise_keys, and the keys that two or more checkpoint keys became."""
+    out, renamed, sources = {}, 0, {}
     for key, value in state.items():
-        new = key
-        while new.startswith("module."):
-            new = new[len("module."):]
+        start = 0
+        while key.startswith("module.", start):  # offsets: linear in the key's length
+            start += len("module.")
+        new = key[start:]
         m = _OLD_KEY.match(new)
         if m:
             new = m[1] + m[2]
         renamed += new != key
         out[new] = value
-    return out, renamed
+        sources.setdefault(new, []).append(key)
+    return out, renamed, {k: v for k, v in sources.items() if len(v) > 1}
 
 
 def compare(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: str = "<weights>",
             *, drop_head: bool = False) -> tuple[WeightsReport, dict[str, torch.Tensor]]:
     """Compare a checkpoint's tensors with ``model``'s; returns the report and the
     normalised state to load (without the classifier when ``drop_head``)."""
-    state, renamed = normalise_keys(state)
+    state, renamed, ambiguous = _normalise(state)
     expected = model.state_dict()
-    report = WeightsReport(checkpoint, remapped=renamed)
+    report = WeightsReport(checkpoint, remapped=renamed, ambiguous=sorted(ambiguous.items()))
     if drop_head:
         report.dropped_head = [k for k in state if k.startswith(_HEAD_PREFIX)]
         state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIX)}
@@ -163,6 +231,9 @@ def compare(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: str = 
                 report.missing.append(key)
         elif tuple(state[key].shape) != tuple(want.shape):
             report.mismatched.append((key, tuple(want.shape), tuple(state[key].shape)))
+        elif _kind(state[key]) != _kind(want):
+            report.lossy.append((key, str(want.dtype).removeprefix("torch."),
+                                 str(state[key].dtype).removeprefix("torch.")))
         else:
             report.matched += 1
     report.unexpected = [k for k in state if k not in expected]
