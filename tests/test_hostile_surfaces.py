@@ -56,9 +56,10 @@ HOSTILE_ARGV = [
     (["search", "densenet-bc-100-12", "--vary", "growth_rate=1..1e9"], 2,
      "has more than 1,000,000 values"),
     (["import", "torchvision:densenet", "-o", "{tmp}/imported.yaml"], 1,
-     "torchvision has no DenseNet constructor called 'densenet'"),
+     "torchvision has no DenseNet called 'densenet' (its DenseNet constructors: "
+     "densenet121"),
     (["import", "torchvision:DenseNet", "-o", "{tmp}/imported.yaml"], 1,
-     "no DenseNet constructor"),
+     "no DenseNet called 'DenseNet'"),
 ]
 
 

@@ -37,6 +37,18 @@ def test_fuzz_script_small_run():
     assert result["accepted"] > 0 and result["rejected"] > 0
 
 
+@pytest.mark.parametrize("surface,cases", [
+    ("search", 500), ("checkpoint", 15), ("output", 120),
+    pytest.param("checkpoint", 400, marks=pytest.mark.slow, id="checkpoint-long"),
+    pytest.param("output", 2000, marks=pytest.mark.slow, id="output-long")])
+def test_fuzz_the_other_surfaces(surface, cases):
+    """Search arguments, checkpoint files (torch zip and safetensors, as dicts and as
+    bytes) and output paths: a result or the surface's own error, never a crash."""
+    result = fuzz.fuzz(cases, seed=3, surface=surface)
+    assert result["crashed"] == 0, result["crashes"][:1]
+    assert result["accepted"] > 0 and result["rejected"] > 0, result
+
+
 def test_fuzz_script_runs_as_a_command():
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "fuzz.py"), "--cases",
                            "200"], capture_output=True, text=True, timeout=120)

@@ -690,6 +690,8 @@ def cmd_new(args: argparse.Namespace) -> int:
     if not re.match(NAME_PATTERN, args.name) or len(args.name) > MAX_NAME_LENGTH:
         raise _Usage(f"NAME holds {NAME_RULE}, at most {MAX_NAME_LENGTH} characters; got "
                      f"{printable(args.name)!r}")
+    if args.output is not None and not args.output.strip():
+        raise _Usage("-o/--output: an empty path; leave it out for NAME.yaml")
     output = args.output or f"{args.name}.yaml"
     text = starter_text(args.name, output, args.base)
     # Checked where it will live (a relative 'extends' starts there); a starter that does

@@ -74,6 +74,8 @@ def check_writable(path: str | os.PathLike, *, force: bool = False,
     """The checks of ``write_atomic``, alone: a command that takes long to produce its
     output (an export) runs them first, so a refusal costs nothing. Returns the target
     and its folder."""
+    if not os.fspath(path).strip():
+        raise OutputError("an empty output path")
     target = Path(path)
     if target.is_dir():
         raise OutputError(f"{target}: is a directory")

@@ -217,8 +217,8 @@ def from_name(ref: str) -> tuple[nn.Module, str]:
         names = sorted(n for n in dir(torchvision.models) if n.startswith("densenet")
                        and callable(getattr(torchvision.models, n)))  # not the module
         if arch not in names:
-            raise _fail(f"torchvision has no DenseNet constructor called {arch!r} (it has "
-                        f"{', '.join(names)})")
+            raise _fail(f"torchvision has no DenseNet called {arch!r} (its DenseNet "
+                        f"constructors: {', '.join(names)})")
         ctor = getattr(torchvision.models, arch)
         return ctor(weights=None), ref
     if library == "timm":

@@ -170,9 +170,10 @@ def check_declared_size(file: str) -> None:
 
     from .resources import HEADROOM, available_bytes
 
-    if not zipfile.is_zipfile(file):
-        return  # the legacy format, safetensors: their readers check sizes themselves
     try:
+        # (is_zipfile itself raises on some damaged end records: found by the fuzzer)
+        if not zipfile.is_zipfile(file):
+            return  # the legacy format, safetensors: their readers check sizes themselves
         with zipfile.ZipFile(file) as z:
             infos = z.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as e:
