@@ -5,8 +5,8 @@ combinations (10^6 is the largest allowed without --allow-large-grid).
     python benchmarks/search_scale.py --max 6    # and 10^6 (about 10 minutes on 2 cores)
 
 Each grid runs in a fresh process (peak resident set = that search alone, torch never
-imported): densenet-bc-100-12 at depth 16, growth_rate x bn_size, every combination
-valid and kept (no limits), two objectives; the front and the candidates' numbers are
+imported): densenet-bc-100-12 at depth 16, growth_rate x num_classes, every combination
+valid and kept (no limits), two objectives (the default); the front and the candidates' numbers are
 computed, the table is not printed.
 """
 
@@ -24,7 +24,7 @@ n = int(sys.argv[1])
 g, b = (n, 1) if n <= 1000 else (1000, n // 1000)
 t = time.perf_counter()
 r = archspec.search("densenet-bc-100-12", {"growth_rate": range(1, g + 1),
-                                           "bn_size": range(1, b + 1)},
+                                           "num_classes": range(1, b + 1)},
                     overrides={"depth": 16})
 front = sum(c.pareto for c in r.candidates)
 seconds = time.perf_counter() - t

@@ -52,6 +52,25 @@ def test_export_by_suffix_with_a_dynamic_batch(capsys, tmp_path, fmt):
     assert oct(out.stat().st_mode & 0o777) != "0o600"  # not the temporary file's mode
 
 
+@pytest.mark.slow  # two ONNX exports: 12 s
+def test_optimize_is_never_slower_for_onnx_it_exports_the_plain_graph(capsys, tmp_path):
+    """ONNX Runtime runs optimize_for_inference's rearranged graph slower than the plain
+    one (it fuses the norms itself; docs/benchmarks.md), so --optimize exports the plain
+    graph for .onnx, says so, and reports "optimized": false; the graph is the plain
+    export's, node for node."""
+    onnx = pytest.importorskip("onnx")
+    graphs = []
+    for extra in ([], ["--optimize"]):
+        out = tmp_path / f"m{len(extra)}.onnx"
+        code, text, err = run(capsys, "export", *SMALL, "-o", str(out), "--format", "json",
+                              *extra)
+        assert code == 0, err
+        assert json.loads(text)["optimized"] is False
+        graphs.append([n.op_type for n in onnx.load(str(out)).graph.node])
+    assert "ONNX Runtime fuses the norms itself" in err
+    assert graphs[0] == graphs[1]
+
+
 def test_export_weights_optimize_input_and_json(capsys, tmp_path):
     """--weights (a torchvision-keyed state_dict), --optimize, --input, --batch, --format json:
     the artefact computes what the weighted model computes at the new size."""

@@ -315,3 +315,30 @@ def test_optimize_for_inference_says_it_drops_hooks():
     model.features.denseblock1.register_forward_hook(lambda *a: None)
     with pytest.warns(UserWarning, match="forward hooks on features.denseblock1 are not"):
         archspec.optimize_for_inference(model)
+
+
+def test_checkpoint_keys_reach_the_terminal_on_one_escaped_line(tmp_path, capsys):
+    import torch
+
+    state = _small_state()
+    state["evil\x1b[2J\nkey"] = torch.zeros(1)
+    path = tmp_path / "evil.pt"
+    torch.save(state, path)
+    code, _, err = _run(capsys, ["check-weights", "densenet-bc-100-12", str(path), *SMALL])
+    assert code == 1 and "\x1b" not in err
+    line = next(x for x in err.splitlines() if "not in the spec" in x)
+    assert "evil\\x1b[2J\\x0akey" in line
+
+
+def test_a_read_only_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    """(As root a folder's mode does not stop a write, so the refusal is simulated where
+    the write starts.)"""
+    import tempfile
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    code, _, err = _run(capsys, ["build", "densenet-bc-100-12", *SMALL, "-o",
+                                 str(tmp_path / "x.pt")])
+    assert code == 1
+    assert err.strip() == f"archspec build: {tmp_path / 'x.pt'}: Permission denied"

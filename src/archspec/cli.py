@@ -68,7 +68,7 @@ MAX_PROBLEMS_SHOWN = 30  # a checkpoint of the wrong network differs in hundreds
 def _print_problems(e: SpecError, limit: int | None = MAX_PROBLEMS_SHOWN) -> None:
     shown = e.problems if limit is None else e.problems[:limit]
     for problem in shown:
-        _err(_colour(printable(str(problem)), "31", sys.stderr))
+        _err(_colour(printable(str(problem), one_line=True), "31", sys.stderr))  # one line each
     if len(shown) < len(e.problems):
         _err(f"... and {len(e.problems) - len(shown)} more problems (--all shows every one)")
 
@@ -519,12 +519,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     inputs = _inputs(args, p)
     check_writable(args.output, force=args.force, inputs=inputs)  # before the slow part
     from .builder import build
-    from .deploy import TOLERANCE, ExportError, export
+    from .deploy import OPTIMIZE_HELPS, TOLERANCE, ExportError, export
     from .inference import optimize_for_inference
 
     model = build(p, seed=args.seed, allow_large=args.allow_large, weights=args.weights,
                   drop_head=args.drop_head)
-    if args.optimize:
+    optimized = args.optimize and OPTIMIZE_HELPS[fmt]
+    if args.optimize and not optimized:
+        _err("archspec export: --optimize: ONNX Runtime fuses the norms itself and runs the "
+             "plain graph faster (see docs/deploy.md); exporting the plain graph")
+    if optimized:
         model = optimize_for_inference(model)
     try:
         result = export(model, args.output, input_shape=p.input_shape, batch=args.batch,
@@ -535,14 +539,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     if args.format == "json":
         _out(json.dumps({**result.as_dict(), "name": p.name, "params": p.params,
-                         "optimized": bool(args.optimize),
+                         "optimized": bool(optimized),
                          "sha256": content_hash(p.spec)}, indent=2))
         return EXIT_OK
     c, h, w = p.input_shape
     checked = " and ".join(f"{d:.2g} at batch {n}" for n, d in result.max_abs_diff.items())
     shape = f"{'Nx' if args.dynamic_batch else f'{args.batch}x'}{c}x{h}x{w}"
     _out(f"wrote {_shown_path(result.path)} ({fmt}, {p.name}"
-         f"{', optimized' if args.optimize else ''}, "
+         f"{', optimized' if optimized else ''}, "
          f"input {shape}, {human(result.bytes, 'B')})")
     _out(f"max |exported - eager|: {checked} (tolerance {TOLERANCE:g})")
     return EXIT_OK

@@ -25,6 +25,13 @@ __all__ = ["FORMATS", "ExportError", "ExportResult", "export", "format_for"]
 
 # suffix -> format name (what `archspec export` prints and the JSON result says)
 FORMATS = {".onnx": "onnx", ".pt2": "exported_program", ".pt": "torchscript"}
+# What `--optimize` emits, per target: optimize_for_inference's model where it runs faster
+# in the target's runtime than the plain one, else the plain one. ONNX Runtime fuses
+# Conv+BatchNorm(+ReLU) itself and slows down on the rearranged graph: densenet121 b8 on
+# 2 cores ran at 0.62-0.65x the plain export's speed (shared buffer) and 0.84-0.86x
+# (concatenating blocks), densenet-bc-100-12 b8 at 0.73x; TorchScript and torch.export
+# run the optimized model faster (benchmarks/export_runtimes.py, docs/benchmarks.md).
+OPTIMIZE_HELPS = {"onnx": False, "exported_program": True, "torchscript": True}
 # fp32 kernels differ between runtimes (onnxruntime's convolutions, TorchScript's fusions)
 # by rounding only; a wrong graph differs by orders of magnitude more.
 TOLERANCE = 1e-4
