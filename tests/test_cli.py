@@ -229,7 +229,7 @@ def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["frobnicate"])
     assert info.value.code == 2
-    code, _, _ = run(capsys, "summary", "densenet121", "--input", "224x224")
+    code, _, _ = run(capsys, "summary", "densenet121", "--input", "3x224x224x224x2")
     assert code == 2
 
 

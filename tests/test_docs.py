@@ -64,7 +64,9 @@ def user_folder(tmp_path_factory):
 def _marked(blocks: list[tuple[str, str]]) -> list:
     # Snippets that script or export a whole network take half a minute each on 2 cores:
     # they run with the slow tests (.ci/run runs both), the rest in the fast suite.
-    heavy = ("torch.jit.script(", "archspec.export(", "torch.export.export(")
+    # (a DDP training step of two processes is as heavy)
+    heavy = ("torch.jit.script(", "archspec.export(", "torch.export.export(",
+             "DistributedDataParallel")
     return [pytest.param(where, code, marks=pytest.mark.slow)
             if any(h in code for h in heavy) else (where, code) for where, code in blocks]
 

@@ -35,9 +35,10 @@ def _randomise_norms(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 def _input_for(p) -> torch.Tensor:
-    c, h, w = p.input_shape
-    size = 64 if h >= 64 else h  # ImageNet nets at 64x64: every stage still has pixels
-    return torch.randn(2, c, size, size, generator=torch.Generator().manual_seed(1))
+    c, h, *_ = p.input_shape
+    # ImageNet nets at 64x64 (volumes at 32^3): every stage still has pixels
+    size = (64 if h >= 64 else h) if p.dims == 2 else min(h, 32)
+    return torch.randn(2, c, *[size] * p.dims, generator=torch.Generator().manual_seed(1))
 
 
 @pytest.mark.parametrize("name", zoo.names())

@@ -23,12 +23,14 @@ from torch import Tensor, nn
 from . import zoo
 from .canonical import canonical, content_hash
 from .files import write_atomic
+from .graph_mode import capturing
 from .loader import load, loads
-from .nn import (DenseBlock, DenseLayer, Transition, activate, cifar_stem, deep_stem,
+from .nn import (BATCH_NORMS, CONVS, DenseBlock, DenseLayer, Transition, activate,
+                 cifar_stem, deep_stem,
                  imagenet_stem, make_activation, make_norm)
 from .plan import Plan, plan as make_plan
 from .resources import check_resources
-from .schema import DenseNetSpec, StemType
+from .schema import AXES, DenseNetSpec, StemType
 
 __all__ = ["DenseNet", "DenseNetFeatures", "FeatureInfo", "build", "expected_state",
            "save_checkpoint", "load_checkpoint"]
@@ -94,28 +96,29 @@ class DenseNet(nn.Module):
     def _make(self, plan: Plan) -> None:
         self.plan = plan
         spec = plan.spec
-        norm, act = make_norm(spec.norm), make_activation(spec.activation)
+        dims = self.dims = plan.dims
+        norm, act = make_norm(spec.norm, dims), make_activation(spec.activation)
         self.activation = spec.activation.value
         blur = spec.anti_alias.filter_size
         stem = plan.stages[0]
         if plan.stem_type == StemType.cifar:
-            features = cifar_stem(stem.in_channels, stem.out_channels)
+            features = cifar_stem(stem.in_channels, stem.out_channels, dims)
         elif plan.stem_type == StemType.imagenet:
             features = imagenet_stem(stem.in_channels, stem.out_channels, norm, act,
-                                     blur if stem.blur else None)
+                                     blur if stem.blur else None, dims)
         else:
             features = deep_stem(stem.in_channels, plan.stem_widths, stem.out_channels, norm,
-                                 act, blur if stem.blur else None)
+                                 act, blur if stem.blur else None, dims)
         for stage in plan.stages[1:-1]:
             if stage.kind == "block":
                 layers = [DenseLayer(lp.in_channels, lp.bottleneck_channels, lp.growth_rate,
-                                     stage.drop_rate, spec.memory_efficient, norm, act)
+                                     stage.drop_rate, spec.memory_efficient, norm, act, dims)
                           for lp in stage.layers]
                 features.append((stage.name, DenseBlock(layers, stage.out_channels)))
             else:
                 features.append((stage.name, Transition(
                     stage.in_channels, stage.out_channels, stage.drop_rate, norm, act,
-                    blur if stage.blur else None, spec.memory_efficient)))
+                    blur if stage.blur else None, spec.memory_efficient, dims)))
         head = plan.stages[-1]
         features.append(("norm5", norm(head.in_channels)))
         self.features = nn.Sequential(OrderedDict(features))
@@ -130,9 +133,9 @@ class DenseNet(nn.Module):
     def _init_weights(self) -> None:
         # torchvision's initialisation, in its order, so a seed gives torchvision's weights.
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, CONVS):
                 nn.init.kaiming_normal_(m.weight)
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            elif isinstance(m, (*BATCH_NORMS, nn.GroupNorm)):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
             elif isinstance(m, nn.Linear):
@@ -145,11 +148,23 @@ class DenseNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The last feature map, activated (timm's forward_features): N x C x H/32 x W/32."""
+        if not torch.jit.is_scripting():
+            self._check_input(x)
         return activate(self.activation, self.features(x), True)
+
+    @torch.jit.unused  # eager only: a graph fixes its input's rank anyway
+    def _check_input(self, x: Tensor) -> None:
+        check_input(self.plan, x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Global average pool and classifier; ``pre_logits`` stops before the classifier."""
-        x = torch.flatten(F.adaptive_avg_pool2d(x, (1, 1)), 1)
+        if self.dims == 2:  # the pool torchvision's (and MONAI's) model runs
+            x = F.adaptive_avg_pool2d(x, (1, 1))
+        elif self.dims == 3:
+            x = F.adaptive_avg_pool3d(x, (1, 1, 1))
+        else:
+            x = F.adaptive_avg_pool1d(x, 1)
+        x = torch.flatten(x, 1)
         return x if pre_logits else self.classifier(x)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -277,6 +292,8 @@ class DenseNetFeatures(nn.Module):
         self._stop = max(self._taps)
 
     def forward(self, x: Tensor) -> List[Tensor]:
+        if not torch.jit.is_scripting():
+            self._check_input(x)
         out: List[Tensor] = []
         for i, module in enumerate(self.features):
             if i <= self._stop and i not in self._skip:
@@ -286,6 +303,30 @@ class DenseNetFeatures(nn.Module):
                         x = activate(self.activation, x, False)
                     out.append(x)
         return out
+
+
+    @torch.jit.unused
+    def _check_input(self, x: Tensor) -> None:
+        check_input(self.plan, x)
+
+
+def check_input(plan: Plan, x: Any) -> None:
+    """A ValueError in the spec's terms for an input the network cannot take (a 4D batch
+    into a 3D net, 3 channels into a 1-channel net), instead of torch's error from deep
+    inside the first convolution. Not while a graph is captured: it would add nodes."""
+    if capturing() is not None or not isinstance(x, Tensor):
+        return
+    axes = "x".join(AXES[plan.dims])
+    if x.dim() != plan.dims + 2:
+        raise ValueError(
+            f"{plan.name} is a {plan.dims}D network: it takes a batch N x C x {axes} "
+            f"({plan.dims + 2} dimensions), got a {x.dim()}-dimensional tensor of shape "
+            f"{list(x.shape)}")
+    if x.shape[1] != plan.input_shape[0]:
+        raise ValueError(f"{plan.name} takes {plan.input_shape[0]} input channel"
+                         f"{'' if plan.input_shape[0] == 1 else 's'} (N x C x {axes}, "
+                         f"C = {plan.input_shape[0]}), got {x.shape[1]}: shape "
+                         f"{list(x.shape)}")
 
 
 def _seeded(seed: Optional[int], make: Any) -> None:
@@ -366,13 +407,26 @@ CHECKPOINT_FORMAT = "archspec-checkpoint-1"
 
 
 def save_checkpoint(model: DenseNet, path: str | os.PathLike, *, force: bool = False,
-                    inputs: tuple | list = (), seed: int | None = None):
+                    inputs: tuple | list = (), seed: int | None = None,
+                    layout: str = "archspec"):
     """Write ``model``'s state_dict (on the CPU) with its canonical spec and content hash,
-    atomically; refuses to replace an existing file unless ``force``."""
+    atomically; refuses to replace an existing file unless ``force``.
+
+    ``layout`` other than ``"archspec"`` writes the plain state_dict that another
+    library's own model loads with ``strict=True``: ``"monai"`` (MONAI's DenseNet, any
+    dimensions), ``"torchvision"`` or ``"timm"`` (2D); see ``weights.in_layout``. Such a
+    file holds tensors only, no spec; archspec reads it back with ``weights=``."""
+    from .weights import in_layout
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if layout != "archspec":
+        plain = in_layout(state, layout, dims=model.plan.dims)
+        return write_atomic(path, lambda fh: torch.save(plain, fh), force=force,
+                            inputs=inputs)
     spec = model.plan.spec
     payload = {
         "format": CHECKPOINT_FORMAT,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": state,
         "spec": canonical(spec),
         "sha256": content_hash(spec),
         "seed": seed,

@@ -106,14 +106,18 @@ def _at_argv(e: SpecError, argv: Sequence[str]) -> SpecError:
 
 
 def _input_overrides(text: str | None) -> dict[str, str]:
-    """--input CxHxW as one override of ``input`` (so a size problem is located at it)."""
+    """--input CxL, CxHxW or CxDxHxW as one override of ``input`` (so a size problem is
+    located at it); CxHxW is written height/width, the 2D spelling."""
     if not text:
         return {}
     parts = text.lower().split("x")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
-        raise _Usage(f"--input takes CxHxW such as 3x224x224, got {text!r}")
-    c, h, w = parts
-    return {"input": f"{{channels: {c}, height: {h}, width: {w}}}"}
+    if not 2 <= len(parts) <= 4 or not all(p.isdigit() for p in parts):
+        raise _Usage(f"--input takes CxL, CxHxW or CxDxHxW such as 3x224x224 or "
+                     f"1x96x96x96, got {text!r}")
+    c, *size = parts
+    if len(size) == 2:
+        return {"input": f"{{channels: {c}, height: {size[0]}, width: {size[1]}}}"}
+    return {"input": f"{{channels: {c}, size: [{', '.join(size)}]}}"}
 
 
 def _plan(name: str, args: argparse.Namespace) -> Plan:
@@ -211,7 +215,7 @@ def _with_seed(p: argparse.ArgumentParser) -> None:
 
 def _with_weights(p: argparse.ArgumentParser, default: str = "") -> None:
     p.add_argument("--weights", metavar="CHECKPOINT",
-                   help="load these weights (archspec, torchvision or timm checkpoint)"
+                   help="load these weights (archspec, torchvision, timm or MONAI checkpoint)"
                         + default)
     p.add_argument("--drop-head", action="store_true",
                    help="with --weights: keep the new classifier (another num_classes)")
@@ -252,7 +256,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _summary_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("specs", nargs="+", metavar="SPEC")
-    p.add_argument("--input", metavar="CxHxW", help="plan for another input size")
+    p.add_argument("--input", metavar="CxHxW", help="plan for another input size (CxL, CxHxW or CxDxHxW)")
     p.add_argument("--layers", action="store_true", help="expand blocks into layers")
     p.add_argument("--batch", type=int, metavar="B",
                    help="also estimate the training memory (bytes of activations autograd "
@@ -431,6 +435,11 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
     _with_seed(p)
     _with_force(p)
     _with_weights(p)
+    p.add_argument("--layout", choices=("archspec", "monai", "torchvision", "timm"),
+                   default="archspec",
+                   help="archspec (default): state_dict + spec, read back by archspec; "
+                        "monai, torchvision, timm: the plain state_dict that library's own "
+                        "DenseNet loads with strict=True (torchvision and timm: 2D nets)")
     _with_set(p)
     _with_allow_large(p)
 
@@ -444,6 +453,7 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
         "archspec build densenet121 -o d121-bf16.pt --dtype bfloat16 --seed 1",
         "archspec build densenet121 --set num_classes=10 --weights tv.pth --drop-head -o "
         "d121-10.pt",
+        "archspec build densenet121-3d --layout monai -o d121-3d-monai.pt",
     ])
 def cmd_build(args: argparse.Namespace) -> int:
     from .files import check_writable
@@ -451,6 +461,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     p = _plan(args.spec, args)
     # The guard again inside build(); here first so an absurd spec fails before torch loads.
     check_resources(p, device="cpu", allow_large=args.allow_large)
+    if args.layout in ("torchvision", "timm") and p.dims != 2:
+        raise _Usage(f"--layout {args.layout}: {args.layout}'s DenseNet is 2D and "
+                     f"{p.name} is {p.dims}D; write --layout monai or archspec")
     check_writable(args.output, force=args.force, inputs=_inputs(args, p))  # before building
     from .builder import build, save_checkpoint  # imports torch
     from .verify import DeviceError, parse_device, parse_dtype
@@ -463,8 +476,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         _err(f"archspec build: {e}")
         return EXIT_FAIL
     out = save_checkpoint(model, args.output, force=args.force, inputs=_inputs(args, p),
-                          seed=args.seed)
-    _out(f"wrote {_shown_path(out)} ({p.name}, {p.params:,} params, {args.dtype}, "
+                          seed=args.seed, layout=args.layout)
+    layout = "" if args.layout == "archspec" else f"{args.layout}'s key layout, "
+    _out(f"wrote {_shown_path(out)} ({p.name}, {layout}{p.params:,} params, {args.dtype}, "
          f"seed {args.seed}, "
          f"sha256 {content_hash(p.spec)[:16]}...)")
     return EXIT_OK
@@ -484,7 +498,7 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
                    help="batch size of the traced and checked input (default 1)")
     p.add_argument("--dynamic-batch", action="store_true",
                    help="let the artefact take any batch size (checked at B and B+1)")
-    p.add_argument("--input", metavar="CxHxW", help="export for another input size")
+    p.add_argument("--input", metavar="CxHxW", help="export for another input size (CxL, CxHxW or CxDxHxW)")
     _with_force(p)
     _with_format(p, ("text", "json"))
     _with_set(p)
@@ -542,9 +556,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                          "optimized": bool(optimized),
                          "sha256": content_hash(p.spec)}, indent=2))
         return EXIT_OK
-    c, h, w = p.input_shape
     checked = " and ".join(f"{d:.2g} at batch {n}" for n, d in result.max_abs_diff.items())
-    shape = f"{'Nx' if args.dynamic_batch else f'{args.batch}x'}{c}x{h}x{w}"
+    shape = f"{'Nx' if args.dynamic_batch else f'{args.batch}x'}" + "x".join(
+        map(str, p.input_shape))
     _out(f"wrote {_shown_path(result.path)} ({fmt}, {p.name}"
          f"{', optimized' if optimized else ''}, "
          f"input {shape}, {human(result.bytes, 'B')})")

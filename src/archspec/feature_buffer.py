@@ -24,13 +24,18 @@ from torch import Tensor
 __all__ = ["allocate", "channels_last_like", "memory_format_like", "concatenated"]
 
 
-def allocate(x: Tensor, channels: int, channels_last: bool) -> Tensor:
+def allocate(x: Tensor, channels: int, channels_last: bool, dims: int = 2) -> Tensor:
     """The block's output buffer, ``channels`` wide, in x's dtype, device and spatial size,
-    with x copied into its first channels."""
-    size = [x.shape[0], channels, x.shape[2], x.shape[3]]  # indexed: FX traces it
-    if channels_last:
+    with x copied into its first channels. ``dims`` (1, 2 or 3) is the number of spatial
+    axes, known when the model is built; ``channels_last`` means channels_last (2D) or
+    channels_last_3d (3D)."""
+    size = [x.shape[0], channels] + [x.shape[2 + i] for i in range(dims)]  # FX traces it
+    if channels_last and dims == 2:
         buf = torch.empty(size, dtype=x.dtype, device=x.device,
                           memory_format=torch.channels_last)
+    elif channels_last and dims == 3:
+        buf = torch.empty(size, dtype=x.dtype, device=x.device,
+                          memory_format=torch.channels_last_3d)
     else:
         buf = torch.empty(size, dtype=x.dtype, device=x.device)
     buf[:, :x.shape[1]].copy_(x)
@@ -39,15 +44,22 @@ def allocate(x: Tensor, channels: int, channels_last: bool) -> Tensor:
 
 def channels_last_like(x: Tensor) -> bool:
     """Whether torch.cat gives a block whose input is ``x`` channels_last features (the
-    fast layout for convolutions on GPUs, under AMP above all). Where both layouts fit
-    (1x1 maps, one channel) the strides decide, as torch's suggest_memory_format does."""
-    return (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-            and x.stride(1) < x.stride(2))
+    fast layout for convolutions on GPUs, under AMP above all; channels_last_3d for
+    volumes). Where both layouts fit (1x1 maps, one channel) the strides decide, as
+    torch's suggest_memory_format does."""
+    if x.dim() == 4:
+        return x.is_contiguous(memory_format=torch.channels_last) and x.stride(1) < x.stride(2)
+    if x.dim() == 5:
+        return (x.is_contiguous(memory_format=torch.channels_last_3d)
+                and x.stride(1) < x.stride(2))
+    return False
 
 
 def memory_format_like(x: Tensor) -> torch.memory_format:
     """The layout of torch.cat's output for a block whose input is ``x``."""
-    return torch.channels_last if channels_last_like(x) else torch.contiguous_format
+    if not channels_last_like(x):
+        return torch.contiguous_format
+    return torch.channels_last if x.dim() == 4 else torch.channels_last_3d
 
 
 def concatenated(x: Tensor, layers: List[Callable[[List[Tensor]], Tensor]]) -> Tensor:

@@ -37,8 +37,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import feature_buffer
+from .builder import check_input
 from .graph_mode import capturing
-from .nn import BlurPool2d, DenseLayer, Transition, make_activation
+from .nn import BATCH_NORMS, CONVS, BlurPool2d, DenseLayer, Transition, make_activation
 from .schema import Activation, NormType
 
 __all__ = ["optimize_for_inference", "InferenceDenseNet", "InferenceDenseNetFeatures"]
@@ -50,10 +51,25 @@ def _affine(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     return s, bn.bias.double() - bn.running_mean.double() * s
 
 
+def _per_out(v: Tensor, w: Tensor) -> Tensor:
+    """A per-output-channel vector shaped to scale conv weight ``w`` (1, 2 or 3D)."""
+    return v.view(-1, *[1] * (w.dim() - 1))
+
+
+def _per_in(v: Tensor, w: Tensor) -> Tensor:
+    """A per-input-channel vector shaped to scale conv weight ``w``."""
+    return v.view(1, -1, *[1] * (w.dim() - 2))
+
+
+def _spatial_sum(w: Tensor) -> Tensor:
+    """A conv weight summed over its kernel: what it does to a constant input."""
+    return w.sum(dim=tuple(range(2, w.dim())))
+
+
 def _fold_after(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     """Weight and bias of conv followed by bn."""
     s, b = _affine(bn)
-    w = conv.weight.double() * s.view(-1, 1, 1, 1)
+    w = conv.weight.double() * _per_out(s, conv.weight)
     bias = b if conv.bias is None else conv.bias.double() * s + b
     return w, bias
 
@@ -72,10 +88,11 @@ class _Clamp(nn.Module):
     """x -> clamp(x, lo, hi) per channel, in one pass. Both bounds are always buffers
     (infinite where unused), so the state_dict's keys do not depend on the weights."""
 
-    def __init__(self, lo: Tensor, hi: Tensor, dtype: torch.dtype):
+    def __init__(self, lo: Tensor, hi: Tensor, dtype: torch.dtype, dims: int = 2):
         super().__init__()
-        self.register_buffer("lo", lo.to(dtype).view(1, -1, 1, 1))
-        self.register_buffer("hi", hi.to(dtype).view(1, -1, 1, 1))
+        shape = (1, -1, *[1] * dims)
+        self.register_buffer("lo", lo.to(dtype).view(shape))
+        self.register_buffer("hi", hi.to(dtype).view(shape))
 
     def forward(self, x: Tensor) -> Tensor:
         # Bounds in x's dtype (a no-op in fp32). Under autocast the activations are
@@ -89,8 +106,8 @@ class _Clamp(nn.Module):
 
 
 def _conv(weight: Tensor, bias: Optional[Tensor], like: nn.Conv2d) -> nn.Conv2d:
-    conv = nn.Conv2d(weight.shape[1], weight.shape[0], like.kernel_size, like.stride,
-                     like.padding, bias=bias is not None)
+    conv = type(like)(weight.shape[1], weight.shape[0], like.kernel_size, like.stride,
+                      like.padding, bias=bias is not None)
     conv.weight.data.copy_(weight)
     if bias is not None:
         conv.bias.data.copy_(bias)
@@ -115,16 +132,16 @@ class _FastLayer(nn.Module):
         super().__init__()
         self.act = act
         self.in_channels, self.growth_rate = layer.in_channels, layer.growth_rate
-        norm2_foldable = layer.bottleneck and isinstance(layer.norm2, nn.BatchNorm2d)
+        norm2_foldable = layer.bottleneck and isinstance(layer.norm2, BATCH_NORMS)
         if relu_bn and layer.bottleneck:
             s, b = _affine(layer.norm1)
             lo, hi, shift = _clamp_bounds(s, b)
-            self.pre: nn.Module = _Clamp(lo, hi, layer.norm1.weight.dtype)
             w = layer.conv1.weight.double()
-            w1 = w * s.view(1, -1, 1, 1)
-            b1 = (w.sum(dim=(2, 3)) @ shift)  # 1x1: W @ shift
+            self.pre: nn.Module = _Clamp(lo, hi, layer.norm1.weight.dtype, w.dim() - 2)
+            w1 = w * _per_in(s, w)
+            b1 = (_spatial_sum(w) @ shift)  # 1x1: W @ shift
             s2, t2 = _affine(layer.norm2)
-            self.conv1 = _conv(w1 * s2.view(-1, 1, 1, 1), b1 * s2 + t2, layer.conv1)
+            self.conv1 = _conv(w1 * _per_out(s2, w), b1 * s2 + t2, layer.conv1)
             self.post1: Optional[nn.Module] = None
         else:
             self.pre = _NormAct(layer.norm1, act)
@@ -153,17 +170,18 @@ class _FastBlock(nn.Module):
     forward has no data-dependent Python: it scripts, traces and exports as it runs."""
 
     def __init__(self, layers: list[_FastLayer], in_channels: int, out_channels: int,
-                 channels_last: bool):
+                 channels_last: bool, dims: int = 2):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.channels_last = channels_last
+        self.dims = dims
 
     def forward(self, x: Tensor) -> Tensor:
         if not torch.jit.is_scripting():
             if self._records_grad(x):
                 return self._concatenated(x)
-        buf = feature_buffer.allocate(x, self.out_channels, self.channels_last)
+        buf = feature_buffer.allocate(x, self.out_channels, self.channels_last, self.dims)
         for layer in self.layers:
             c, k = layer.in_channels, layer.growth_rate
             buf[:, c:c + k].copy_(layer(buf[:, :c]))
@@ -197,9 +215,9 @@ class _FastTransition(nn.Module):
         if relu_bn:
             s, b = _affine(t.norm)
             lo, hi, shift = _clamp_bounds(s, b)
-            self.pre: nn.Module = _Clamp(lo, hi, t.norm.weight.dtype)
             w = t.conv.weight.double()
-            self.conv = _conv(w * s.view(1, -1, 1, 1), w.sum(dim=(2, 3)) @ shift, t.conv)
+            self.pre: nn.Module = _Clamp(lo, hi, t.norm.weight.dtype, w.dim() - 2)
+            self.conv = _conv(w * _per_in(s, w), _spatial_sum(w) @ shift, t.conv)
         else:
             self.pre = _NormAct(t.norm, act)
             self.conv = t.conv
@@ -222,6 +240,9 @@ class InferenceDenseNet(nn.Module):
         plan = model.plan
         spec = plan.spec
         self.plan = plan
+        self.dims = plan.dims
+        # channels_last for images, channels_last_3d for volumes; 1D has no such layout
+        channels_last = channels_last and plan.dims in (2, 3)
         self.channels_last = channels_last
         # Every tensor an activation sees here is fresh (a norm's or a conv's output).
         act = make_activation(spec.activation)()
@@ -233,8 +254,8 @@ class InferenceDenseNet(nn.Module):
         while names[i].startswith(("conv", "norm", "relu")):
             name, mod = names[i], feats[names[i]]
             nxt = names[i + 1] if i + 1 < len(names) else ""
-            if isinstance(mod, nn.Conv2d) and nxt.startswith("norm") and \
-                    isinstance(feats[nxt], nn.BatchNorm2d):
+            if isinstance(mod, CONVS) and nxt.startswith("norm") and \
+                    isinstance(feats[nxt], BATCH_NORMS):
                 stem.append(_conv(*_fold_after(mod, feats[nxt]), mod))
                 i += 2
                 continue
@@ -249,7 +270,7 @@ class InferenceDenseNet(nn.Module):
                 stage = plan.stage(name)
                 layers = [_FastLayer(layer, relu_bn, act) for layer in mod.values()]
                 body.append(_FastBlock(layers, stage.in_channels, stage.out_channels,
-                                       channels_last))
+                                       channels_last, plan.dims))
             elif name.startswith("transition"):
                 body.append(_FastTransition(mod, relu_bn, act))
         self.body = nn.ModuleList(body)
@@ -274,7 +295,7 @@ class InferenceDenseNet(nn.Module):
             # head: relu(bn5(x)) -> mean -> linear == linear'(mean(clamp(x)))
             s, b = _affine(norm5)
             lo, hi, shift = _clamp_bounds(s, b)
-            self.head_pre = _Clamp(lo, hi, norm5.weight.dtype)
+            self.head_pre = _Clamp(lo, hi, norm5.weight.dtype, plan.dims)
             w = model.classifier.weight.double()
             self.classifier = nn.Linear(w.shape[1], w.shape[0]).to(model.classifier.weight.dtype)
             self.classifier.weight.data.copy_(w * s.view(1, -1))
@@ -288,7 +309,10 @@ class InferenceDenseNet(nn.Module):
             p.requires_grad_(False)
         self.to(next(model.parameters()).device)
         if channels_last:
-            self.to(memory_format=torch.channels_last)
+            self.to(memory_format=self._layout())
+
+    def _layout(self) -> torch.memory_format:
+        return torch.channels_last_3d if self.dims == 3 else torch.channels_last
 
     def train(self, mode: bool = True) -> "InferenceDenseNet":
         if mode:
@@ -297,13 +321,31 @@ class InferenceDenseNet(nn.Module):
         return super().train(False)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = self._laid_out(x)
         x = self.stem_pool(self.stem(x))
         for mod in self.body:
             x = mod(x)
         x = self.head_pre(x)
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        if self.dims == 2:
+            x = F.adaptive_avg_pool2d(x, 1)
+        elif self.dims == 3:
+            x = F.adaptive_avg_pool3d(x, 1)
+        else:
+            x = F.adaptive_avg_pool1d(x, 1)
+        return self.classifier(torch.flatten(x, 1))
+
+    @torch.jit.unused
+    def _check_input(self, x: Tensor) -> None:
+        check_input(self.plan, x)
+
+    def _laid_out(self, x: Tensor) -> Tensor:
+        if not torch.jit.is_scripting():
+            self._check_input(x)
+        if self.channels_last:
+            if self.dims == 3:
+                return x.contiguous(memory_format=torch.channels_last_3d)
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
 
 class InferenceDenseNetFeatures(InferenceDenseNet):
@@ -311,8 +353,7 @@ class InferenceDenseNetFeatures(InferenceDenseNet):
     maps (``feature_info`` and ``out_indices`` carried over)."""
 
     def forward(self, x: Tensor) -> List[Tensor]:  # type: ignore[override]
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = self._laid_out(x)
         x = self.stem(x)
         out: List[Tensor] = []
         if -1 in self.taps:

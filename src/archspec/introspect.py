@@ -1,9 +1,12 @@
-"""Module -> spec: infer a DenseNet spec from a torchvision, timm or archspec model.
+"""Module -> spec: infer a DenseNet spec from a torchvision, timm, MONAI or archspec model.
 
 Reads the widths of the modules that exist (conv0, each dense layer's convs, each
 transition's conv, the classifier), so any DenseNet laid out with torchvision's names can
-be described, then checked: the spec's plan must reproduce every parameter shape of the
-module, or SpecError says which one differs.
+be described (MONAI's, of 1, 2 or 3 spatial dimensions, nests each layer's modules in
+``layers`` and calls the classifier ``class_layers.out``), then checked: the spec's plan
+must reproduce every parameter shape of the module, or SpecError says which one differs.
+What a spec cannot say (another norm or activation, MONAI's channel-wise dropout) is a
+SpecError naming the module, never a guess.
 """
 
 from __future__ import annotations
@@ -74,16 +77,17 @@ def from_module(model: nn.Module, *, name: str | None = None,
                     "like torchvision's")
     children = dict(features.named_children())
     conv0 = children.get("conv0")
-    if not isinstance(conv0, nn.Conv2d):
-        raise _fail("features.conv0 is not a Conv2d")
+    if not isinstance(conv0, _CONVS):
+        raise _fail("features.conv0 is not a Conv1d, Conv2d or Conv3d")
+    dims = _CONVS.index(type(conv0)) + 1 if type(conv0) in _CONVS else 2
     pool0 = children.get("pool0")
     stem_widths = None
-    if isinstance(children.get("conv2"), nn.Conv2d) and pool0 is not None:
+    if isinstance(children.get("conv2"), _CONVS) and pool0 is not None:
         stem, stem_channels = "deep", children["conv2"].out_channels
         stem_widths = [conv0.out_channels, children["conv1"].out_channels]
-    elif conv0.kernel_size == (7, 7) and conv0.stride == (2, 2) and pool0 is not None:
+    elif conv0.kernel_size == (7,) * dims and conv0.stride == (2,) * dims and pool0 is not None:
         stem, stem_channels = "imagenet", conv0.out_channels
-    elif conv0.kernel_size == (3, 3) and conv0.stride == (1, 1) and pool0 is None:
+    elif conv0.kernel_size == (3,) * dims and conv0.stride == (1,) * dims and pool0 is None:
         stem, stem_channels = "cifar", conv0.out_channels
     else:
         raise _fail(f"unknown stem: conv0 {conv0.kernel_size} stride {conv0.stride}")
@@ -91,10 +95,11 @@ def from_module(model: nn.Module, *, name: str | None = None,
     blocks = [m for n, m in children.items() if n.startswith("denseblock")]
     if not blocks or not all(hasattr(b, "denselayer1") for b in blocks):
         raise _fail("no features.denseblockN modules with denselayer1")
+    _refuse_channel_dropout(blocks)
     growth, bn_sizes = [], []
     for b in blocks:
-        first = b.denselayer1
-        bottleneck = isinstance(getattr(first, "conv2", None), nn.Conv2d)
+        first = _layer_modules(b.denselayer1)
+        bottleneck = isinstance(getattr(first, "conv2", None), _CONVS)
         k = first.conv2.out_channels if bottleneck else first.conv1.out_channels
         growth.append(k)
         if bottleneck and first.conv1.out_channels % k:
@@ -112,15 +117,15 @@ def from_module(model: nn.Module, *, name: str | None = None,
     transitions = [m for n, m in children.items() if n.startswith("transition")]
     pairs = [(m.conv.in_channels, m.conv.out_channels) for m in transitions]
     classifier = getattr(model, "classifier", None)
+    class_layers = getattr(model, "class_layers", None)  # MONAI's head
+    if classifier is None and class_layers is not None:
+        classifier = getattr(class_layers, "out", None)
     num_classes = (classifier.out_features if isinstance(classifier, nn.Linear) else
                    0 if isinstance(classifier, nn.Identity) else 1000)
     first = blocks[0].denselayer1
     blur_stem = _blur_filter(pool0)
     blur_trans = _blur_filter(transitions[0].pool) if transitions else None
-    norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
-    norm: dict[str, Any] = {"type": "batch"}
-    if norms and isinstance(norms[0], nn.GroupNorm):
-        norm = {"type": "group", "groups": norms[0].num_groups}
+    norm = _norm(model)
 
     def one(values: list) -> Any:
         return values[0] if len(set(values)) == 1 else values
@@ -128,14 +133,13 @@ def from_module(model: nn.Module, *, name: str | None = None,
         "name": name or safe_name(type(model).__name__.lower()),
         "description": f"inferred from a {type(model).__module__}.{type(model).__name__}",
         "source": source or f"archspec.from_module({type(model).__name__})",
-        "input": {"channels": conv0.in_channels,
-                  "height": 224 if stem != "cifar" else 32,
-                  "width": 224 if stem != "cifar" else 32},
+        # A module does not say what size it runs at: the zoo's sizes for its kind.
+        "input": _input(conv0.in_channels, dims, stem),
         "stem": {"type": stem, "channels": stem_channels, "widths": stem_widths},
         "growth_rate": one(growth), "bn_size": one(bn_sizes),
         "compression": _theta(pairs), "block_config": block_config,
         "drop_rate": float(getattr(first, "drop_rate", 0.0) or 0.0),
-        "norm": norm, "activation": _activation(model),
+        "norm": norm, "activation": _activation(model, first),
         "anti_alias": {"stem": blur_stem is not None, "transitions": blur_trans is not None,
                        "filter_size": blur_stem or blur_trans or 3},
         "num_classes": num_classes,
@@ -188,12 +192,72 @@ def _blur_filter(pool: Any) -> int | None:
     return None
 
 
-def _activation(model: nn.Module) -> str:
-    for m in model.modules():  # the first activation module decides (timm nests it in norms)
-        for cls, kind in ((nn.ReLU, "relu"), (nn.SiLU, "silu"), (nn.GELU, "gelu")):
-            if isinstance(m, cls):
-                return kind
-    return "relu"
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_ACTIVATIONS = ((nn.ReLU, "relu"), (nn.SiLU, "silu"), (nn.GELU, "gelu"))
+
+
+def _input(channels: int, dims: int, stem: str) -> dict[str, Any]:
+    if dims == 2:
+        side = 224 if stem != "cifar" else 32
+        return {"channels": channels, "height": side, "width": side}
+    # volumes: MONAI's 3D tutorials' 96^3; signals: 1024 samples (32 after the stem)
+    side = (96 if dims == 3 else 1024) if stem != "cifar" else 32
+    return {"channels": channels, "size": [side] * dims}
+
+
+def _layer_modules(layer: nn.Module) -> nn.Module:
+    """Where a dense layer keeps norm1, conv1...: itself, or MONAI's ``layers``."""
+    inner = getattr(layer, "layers", None)
+    return inner if isinstance(inner, nn.Sequential) and hasattr(inner, "conv1") else layer
+
+
+def _refuse_channel_dropout(blocks: list) -> None:
+    for b in blocks:
+        for name, m in b.named_modules():
+            if isinstance(m, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)) and m.p > 0:
+                raise _fail(f"{type(m).__name__} at {name} drops whole channels (MONAI's "
+                            "dropout_prob); archspec's drop_rate drops single elements, "
+                            "so no spec says this network: use dropout_prob=0")
+
+
+def _norm(model: nn.Module) -> dict[str, Any]:
+    """The spec's norm: the first normalisation module decides; one archspec cannot
+    express is a SpecError naming it."""
+    for name, m in model.named_modules():
+        if isinstance(m, _BATCH_NORMS + (nn.SyncBatchNorm,)):
+            if not (m.affine and m.track_running_stats):
+                raise _fail(f"{name} is {type(m).__name__} without "
+                            f"{'affine parameters' if not m.affine else 'running statistics'}"
+                            "; archspec's batch norm has both")
+            return {"type": "batch"}
+        if isinstance(m, nn.GroupNorm):
+            return {"type": "group", "groups": m.num_groups}
+        if isinstance(m, (nn.modules.instancenorm._InstanceNorm, nn.LayerNorm,
+                          nn.LocalResponseNorm)):
+            raise _fail(f"{name} is {type(m).__name__}; archspec's norms are batch and "
+                        "group norm")
+    return {"type": "batch"}
+
+
+def _activation(model: nn.Module, layer: nn.Module) -> str:
+    """The activation of the first dense layer (``relu1``; timm keeps it in ``norm1.act``):
+    one archspec names, or a SpecError naming it (MONAI's Swish, a PReLU...), never a
+    guess, since an activation holds no parameter that a shape check would catch."""
+    inner = _layer_modules(layer)
+    act = getattr(inner, "relu1", None)
+    where = "relu1"
+    if act is None:
+        act, where = getattr(getattr(inner, "norm1", None), "act", None), "norm1.act"
+    if act is None:
+        raise _fail("the first dense layer has no relu1 (nor timm's norm1.act): cannot "
+                    "tell its activation")
+    for cls, kind in _ACTIVATIONS:
+        if type(act) is cls:
+            return kind
+    raise _fail(f"denselayer1.{where} is {type(act).__module__}.{type(act).__name__}; "
+                "archspec's activations are "
+                + ", ".join(f"{kind} (nn.{cls.__name__})" for cls, kind in _ACTIVATIONS))
 
 
 def _check_shapes(spec: DenseNetSpec, model: nn.Module) -> None:

@@ -20,18 +20,30 @@ from . import memory
 from .rules import blur_padding
 from .schema import Activation, NormSpec, NormType
 
-__all__ = ["Norm", "make_norm", "make_activation", "activate", "BlurPool2d",
+__all__ = ["Norm", "conv_type", "make_norm", "make_activation", "activate", "BlurPool2d",
            "DenseLayer", "DenseBlock", "Transition", "imagenet_stem", "cifar_stem",
            "deep_stem"]
 
 Norm = Callable[[int], nn.Module]
 
+# The modules of 1, 2 and 3 spatial dimensions (dims - 1 indexes these).
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_MAX_POOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+_AVG_POOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+CONVS, BATCH_NORMS, AVG_POOLS = _CONV, _BATCH_NORM, _AVG_POOL
 
-def make_norm(spec: NormSpec) -> Norm:
+
+def conv_type(dims: int) -> type:
+    """nn.Conv1d, nn.Conv2d or nn.Conv3d."""
+    return _CONV[dims - 1]
+
+
+def make_norm(spec: NormSpec, dims: int = 2) -> Norm:
     """channels -> the norm layer the spec asks for (the plan has checked group sizes)."""
     if spec.type == NormType.group:
         return lambda c: nn.GroupNorm(spec.groups, c)
-    return nn.BatchNorm2d
+    return _BATCH_NORM[dims - 1]
 
 
 def make_activation(kind: Activation) -> Callable[[], nn.Module]:
@@ -87,19 +99,20 @@ class DenseLayer(nn.Module):
 
     def __init__(self, in_channels: int, bottleneck_channels: Optional[int], growth_rate: int,
                  drop_rate: float, memory_efficient: bool, norm: Norm = nn.BatchNorm2d,
-                 act: Callable[[], nn.Module] = lambda: nn.ReLU(inplace=True)):
+                 act: Callable[[], nn.Module] = lambda: nn.ReLU(inplace=True),
+                 dims: int = 2):
         super().__init__()
+        conv = _CONV[dims - 1]
         self.norm1 = norm(in_channels)
         self.relu1 = act()
         if bottleneck_channels is None:
-            self.conv1 = nn.Conv2d(in_channels, growth_rate, kernel_size=3, padding=1,
-                                   bias=False)
+            self.conv1 = conv(in_channels, growth_rate, kernel_size=3, padding=1, bias=False)
         else:
-            self.conv1 = nn.Conv2d(in_channels, bottleneck_channels, kernel_size=1, bias=False)
+            self.conv1 = conv(in_channels, bottleneck_channels, kernel_size=1, bias=False)
             self.norm2 = norm(bottleneck_channels)
             self.relu2 = act()
-            self.conv2 = nn.Conv2d(bottleneck_channels, growth_rate, kernel_size=3, padding=1,
-                                   bias=False)
+            self.conv2 = conv(bottleneck_channels, growth_rate, kernel_size=3, padding=1,
+                              bias=False)
         self.in_channels, self.growth_rate = in_channels, growth_rate  # from the plan
         self.bottleneck = bottleneck_channels is not None
         self.drop_rate = float(drop_rate)
@@ -199,15 +212,15 @@ class Transition(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, drop_rate: float,
                  norm: Norm = nn.BatchNorm2d,
                  act: Callable[[], nn.Module] = lambda: nn.ReLU(inplace=True),
-                 blur_filter: Optional[int] = None, memory_efficient=False):
+                 blur_filter: Optional[int] = None, memory_efficient=False, dims: int = 2):
         super().__init__()
         self.norm = norm(in_channels)
         self.relu = act()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
+        self.conv = _CONV[dims - 1](in_channels, out_channels, kernel_size=1, bias=False)
         if drop_rate > 0:  # no parameters: state_dict keys are unchanged
             self.drop = nn.Dropout(drop_rate)
         self.pool = (BlurPool2d(out_channels, blur_filter) if blur_filter
-                     else nn.AvgPool2d(kernel_size=2, stride=2))
+                     else _AVG_POOL[dims - 1](kernel_size=2, stride=2))
         self.memory_efficient = memory_efficient
 
     def forward(self, x: Tensor) -> Tensor:
@@ -224,41 +237,45 @@ class Transition(nn.Sequential):
         return memory.transition.forward(self, x)
 
 
-def _stem_pool(channels: int, blur_filter: Optional[int]) -> nn.Module:
+def _stem_pool(channels: int, blur_filter: Optional[int], dims: int) -> nn.Module:
     if blur_filter:  # timm: max pool at stride 1, then the blur does the downsampling
         return nn.Sequential(nn.MaxPool2d(kernel_size=3, stride=1, padding=1),
                              BlurPool2d(channels, blur_filter))
-    return nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    return _MAX_POOL[dims - 1](kernel_size=3, stride=2, padding=1)
 
 
 def imagenet_stem(in_channels: int, channels: int, norm: Norm, act: Callable[[], nn.Module],
-                  blur_filter: Optional[int] = None) -> list[tuple[str, nn.Module]]:
-    """conv0 7x7/2, norm0, relu0, pool0 3x3/2 (pad 1): torchvision's stem."""
+                  blur_filter: Optional[int] = None, dims: int = 2
+                  ) -> list[tuple[str, nn.Module]]:
+    """conv0 7x7/2, norm0, relu0, pool0 3x3/2 (pad 1): torchvision's stem (and MONAI's,
+    in 1 and 3 dimensions: 7/2 and 7x7x7/2, 3/2 and 3x3x3/2)."""
     return [
-        ("conv0", nn.Conv2d(in_channels, channels, kernel_size=7, stride=2, padding=3,
-                            bias=False)),
+        ("conv0", _CONV[dims - 1](in_channels, channels, kernel_size=7, stride=2, padding=3,
+                                  bias=False)),
         ("norm0", norm(channels)),
         ("relu0", act()),
-        ("pool0", _stem_pool(channels, blur_filter)),
+        ("pool0", _stem_pool(channels, blur_filter, dims)),
     ]
 
 
 def deep_stem(in_channels: int, widths: tuple[int, ...], channels: int, norm: Norm,
-              act: Callable[[], nn.Module], blur_filter: Optional[int] = None
-              ) -> list[tuple[str, nn.Module]]:
+              act: Callable[[], nn.Module], blur_filter: Optional[int] = None,
+              dims: int = 2) -> list[tuple[str, nn.Module]]:
     """timm's deep stem: conv0 3x3/2, conv1 3x3, conv2 3x3, each with norm and act, pool0."""
     c1, c2 = widths
+    conv = _CONV[dims - 1]
     return [
-        ("conv0", nn.Conv2d(in_channels, c1, 3, stride=2, padding=1, bias=False)),
+        ("conv0", conv(in_channels, c1, 3, stride=2, padding=1, bias=False)),
         ("norm0", norm(c1)), ("relu0", act()),
-        ("conv1", nn.Conv2d(c1, c2, 3, stride=1, padding=1, bias=False)),
+        ("conv1", conv(c1, c2, 3, stride=1, padding=1, bias=False)),
         ("norm1", norm(c2)), ("relu1", act()),
-        ("conv2", nn.Conv2d(c2, channels, 3, stride=1, padding=1, bias=False)),
+        ("conv2", conv(c2, channels, 3, stride=1, padding=1, bias=False)),
         ("norm2", norm(channels)), ("relu2", act()),
-        ("pool0", _stem_pool(channels, blur_filter)),
+        ("pool0", _stem_pool(channels, blur_filter, dims)),
     ]
 
 
-def cifar_stem(in_channels: int, channels: int) -> list[tuple[str, nn.Module]]:
+def cifar_stem(in_channels: int, channels: int, dims: int = 2) -> list[tuple[str, nn.Module]]:
     """conv0 3x3/1 (pad 1) and nothing after it, as in the paper's CIFAR nets."""
-    return [("conv0", nn.Conv2d(in_channels, channels, kernel_size=3, padding=1, bias=False))]
+    return [("conv0", _CONV[dims - 1](in_channels, channels, kernel_size=3, padding=1,
+                                      bias=False))]

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from .errors import Problem, SpecError, format_path, parse_key_path
 from .messages import model_at
 from .schema import MAX_NAME_LENGTH, NAME_CHARS, NAME_PATTERN
-from .sources import deep_merge, mark_inherited
+from .sources import deep_merge, mark_inherited, other_spelling
 from .yamlio import COMMAND_LINE, Mark, SourceMap, parse_yaml
 
 __all__ = ["read_override_value", "apply_overrides", "variant", "top_key", "safe_name",
@@ -55,6 +55,12 @@ def apply_overrides(data: dict, smap: SourceMap, overrides: Mapping[str, Any]
                 raise bad(f"{format_path(path[:i]) or 'the spec'} is not a mapping")
             if last:
                 node[part] = value
+                if isinstance(node, dict):  # input.size replaces input.height/width
+                    for other in other_spelling([part]):
+                        node.pop(other, None)
+                        for table in (smap.keys, smap.values):
+                            for p in [p for p in table if p[:i + 1] == (*tuple(path[:i]), other)]:
+                                del table[p]
             else:
                 child = node[part] if (isinstance(part, int) or part in node) else None
                 if not isinstance(child, (dict, list)):

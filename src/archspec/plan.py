@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 
 from .errors import Problem, SpecError
 from .rules import blur_padding, deep_tiered_widths, transition_recomputes
-from .schema import Activation, DenseNetSpec, NormType, StemType
+from .schema import AXES, Activation, DenseNetSpec, NormType, StemType
 
 __all__ = ["LayerPlan", "Stage", "Plan", "plan", "conv_out", "blur_out"]
 
@@ -69,8 +69,8 @@ class Stage:
     module: str
     in_channels: int
     out_channels: int
-    in_size: tuple[int, int]
-    out_size: tuple[int, int]
+    in_size: tuple[int, ...]       # one entry per spatial axis: (L,), (H, W), (D, H, W)
+    out_size: tuple[int, ...]
     params: int
     macs: int
     activations: int               # output elements per image
@@ -82,8 +82,8 @@ class Stage:
     blur: bool = False                     # stem pool / transition pool is a blur pool
 
     def __repr__(self) -> str:
-        c, (h, w) = self.out_channels, self.out_size
-        return (f"Stage({self.name!r}, {self.kind}, out {c}x{h}x{w}, params={self.params:,}, "
+        shape = "x".join(map(str, (self.out_channels, *self.out_size)))
+        return (f"Stage({self.name!r}, {self.kind}, out {shape}, params={self.params:,}, "
                 f"macs={self.macs:,}" + (f", layers={len(self.layers)}" if self.layers else "")
                 + ")")
 
@@ -107,8 +107,8 @@ class Plan:
     block_config: tuple[int, ...]
     drop_rate: float | tuple[float, ...]
     num_classes: int
-    input_shape: tuple[int, int, int]          # C, H, W
-    stem_conv_size: tuple[int, int]            # after the stem's convs (before any pool)
+    input_shape: tuple[int, ...]               # C, then (L,), (H, W) or (D, H, W)
+    stem_conv_size: tuple[int, ...]            # after the stem's convs (before any pool)
     stages: tuple[Stage, ...]
     params: int
     macs: int
@@ -117,14 +117,19 @@ class Plan:
     feature_info: tuple[dict, ...] = field(default=())
 
     def __repr__(self) -> str:
-        c, h, w = self.input_shape
-        return (f"Plan({self.name!r}, input {c}x{h}x{w}, blocks {list(self.block_config)}, "
+        shape = "x".join(map(str, self.input_shape))
+        return (f"Plan({self.name!r}, input {shape}, blocks {list(self.block_config)}, "
                 f"params={self.params:,}, macs={self.macs:,}, "
                 f"out_channels={self.out_channels})")
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def dims(self) -> int:
+        """Spatial dimensions of the network: 1, 2 or 3."""
+        return len(self.input_shape) - 1
 
     @property
     def blocks(self) -> tuple[Stage, ...]:
@@ -172,40 +177,42 @@ class Plan:
             memory_efficient = self.spec.memory_efficient
         total, transient = 0, 0
         for s in self.stages:
-            h, w = s.in_size
+            hw = _volume(s.in_size)
             if s.kind == "stem":
-                ch, cw = self.stem_conv_size
+                chw = _volume(self.stem_conv_size)
                 widths = sum(self.stem_widths) + s.out_channels
                 normed = 2 if self.stem_type != StemType.cifar else 1
-                total += (s.in_channels * h * w + normed * widths * ch * cw
+                total += (s.in_channels * hw + normed * widths * chw
                           + s.activations)
             elif s.kind == "block":
                 for lp in s.layers:
                     b = lp.bottleneck_channels or 0
-                    layer = (2 * lp.in_channels + 2 * b + lp.growth_rate) * h * w
+                    layer = (2 * lp.in_channels + 2 * b + lp.growth_rate) * hw
                     if memory_efficient == "max":
                         transient = max(transient, layer)
                     elif memory_efficient:
-                        total += (b or lp.growth_rate) * h * w
+                        total += (b or lp.growth_rate) * hw
                         transient = max(transient, layer)
                     else:
                         total += layer
                 total += s.activations  # the block's output (the shared buffer)
             elif s.kind == "transition":
-                kept = (s.in_channels + s.out_channels) * h * w
+                kept = (s.in_channels + s.out_channels) * hw
                 if memory_efficient == "max" and self._transition_recomputes(s):
                     transient = max(transient, kept)  # it keeps only its input
                 else:
                     total += kept + s.activations
             else:  # head: norm5 output, pooled features, logits
-                total += s.in_channels * h * w + s.in_channels + s.activations
+                total += s.in_channels * hw + s.in_channels + s.activations
         return total, transient
 
     def _transition_recomputes(self, s: Stage) -> bool:
         """Whether the built transition recomputes under ``"max"`` (rules.py's rule)."""
         return transition_recomputes(batch_norm=self.spec.norm.type == NormType.batch,
                                      relu=self.spec.activation == Activation.relu,
-                                     average_pool=not s.blur, dropout=s.drop_rate > 0)
+                                     # the direct average-pool backward is 2D
+                                     average_pool=not s.blur and self.dims == 2,
+                                     dropout=s.drop_rate > 0)
 
     def stage(self, name: str) -> Stage:
         """The stage called ``name`` (``stem``, ``denseblock2``, ``transition1``, ``head``).
@@ -350,32 +357,41 @@ class _Sizes:
             lo, hi = (lo, mid) if fits(mid) else (mid, hi)
         return hi
 
-    def too_small(self, stage: str, h: int, w: int, need: int) -> Problem:
+    def too_small(self, stage: str, size: tuple[int, ...], need: int) -> Problem:
         i = self.spec.input
+        axes = AXES[i.dims]
+        names, shape = "x".join(axes), "x".join(map(str, i.spatial))
         small = self.smallest()
-        fix = [f"the smallest input this net accepts is {i.channels}x{max(small, i.height)}x"
-               f"{max(small, i.width)} (CxHxW)"]
-        (stem_h, fit_h), (stem_w, fit_w) = self.axis(i.height), self.axis(i.width)
-        if stem_h and stem_w and self.n_transitions:
-            fit = min(fit_h, fit_w)
-            fix.append(f"or keep {i.height}x{i.width} with at most {fit} transition"
+        grown = "x".join(str(max(small, n)) for n in i.spatial)
+        fix = [f"the smallest input this net accepts is {i.channels}x{grown} (Cx{names})"]
+        fits = [self.axis(n) for n in i.spatial]
+        if all(ok for ok, _ in fits) and self.n_transitions:
+            fit = min(done for _, done in fits)
+            fix.append(f"or keep {shape} with at most {fit} transition"
                        f"{'' if fit == 1 else 's'} ({fit + 1} block{'' if fit == 0 else 's'})")
         # Blame the axis that is too short, so an --input or --set is located on the
-        # command line and a file's own height or width at its line.
-        key = "height" if h < need else "width"
-        return self.spec.source_map.problem(("input", key), (
-            f"input {i.channels}x{i.height}x{i.width} (CxHxW) is too small: {stage} receives "
-            f"{h}x{w} (HxW) and needs at least {need}x{need}; " + ", ".join(fix)))
+        # command line and a file's own height, width or size entry at its line.
+        axis = next((n for n, v in enumerate(size) if v < need), 0)
+        return self.spec.source_map.problem(("input", *i.axis_key(axis)), (
+            f"input {i.channels}x{shape} (Cx{names}) is too small: {stage} receives "
+            f"{'x'.join(map(str, size))} ({names}) and needs at least "
+            f"{'x'.join([str(need)] * len(size))}, {axes[axis]} is {size[axis]}; "
+            + ", ".join(fix)))
 
-    def pool(self, stage: str, h: int, w: int, blur: bool, filter_size: int,
-             avg: bool) -> tuple[int, int]:
+    def pool(self, stage: str, size: tuple[int, ...], blur: bool, filter_size: int,
+             avg: bool) -> tuple[int, ...]:
         """Size after a stride-2 pool: 2x2 average, 3x3/2 max, or a stride-2 blur."""
-        h2, w2 = (_pool_out(h, blur, filter_size, avg), _pool_out(w, blur, filter_size, avg))
-        if h2 is None or w2 is None:
+        out = tuple(_pool_out(n, blur, filter_size, avg) for n in size)
+        if any(n is None for n in out):
             kind = "blur pool" if blur else "2x2 average pool" if avg else "max pool"
-            raise SpecError(self.too_small(f"{stage} ({kind})", h, w,
+            raise SpecError(self.too_small(f"{stage} ({kind})", size,
                                            _pool_need(blur, filter_size, avg)))
-        return h2, w2
+        return out  # type: ignore[return-value]
+
+
+def _volume(size: Sequence[int]) -> int:
+    """Elements of one channel of a feature map: the product of its spatial sizes."""
+    return math.prod(size)
 
 
 def plan(spec: DenseNetSpec) -> Plan:
@@ -442,45 +458,57 @@ def plan(spec: DenseNetSpec) -> Plan:
         raise smap.error(("anti_alias", "stem"), "the cifar stem has no pool to anti-alias; "
                                                  "use an imagenet or deep stem")
 
+    if spec.input.dims != 2:
+        blurred = [key for key in ("stem", "transitions") if getattr(aa, key)]
+        if blurred:  # timm's blur pool is a 2D binomial filter
+            raise SpecError([smap.problem(("anti_alias", key), (
+                f"blur pooling is 2D only; this net is {spec.input.dims}D (input.size has "
+                f"{spec.input.dims} entr{'y' if spec.input.dims == 1 else 'ies'}): set "
+                f"anti_alias.{key} to false")) for key in blurred])
     sizes = _Sizes(spec, n_blocks - 1)
-    c_in, h, w = spec.input.channels, spec.input.height, spec.input.width
+    c_in, size = spec.input.channels, spec.input.spatial
+    dims = len(size)
+    k3, k7 = 3 ** dims, 7 ** dims  # kernel volumes: 3x3 (3, 3x3x3), 7x7 (7, 7x7x7)
     stages: list[Stage] = []
     # Channels and parameters do not depend on sizes: past an input too small, planning
     # goes on at 1x1 so that the problems it does not hide (a wrong `expect`, a transition
     # with no channels) are reported in the same run. One size problem is enough.
     size_problem: list[Problem] = []
+    ones = (1,) * dims
 
-    def pool(stage: str, h: int, w: int, blur: bool, avg: bool) -> tuple[int, int]:
+    def pool(stage: str, size: tuple[int, ...], blur: bool, avg: bool) -> tuple[int, ...]:
         try:
-            return sizes.pool(stage, h, w, blur, aa.filter_size, avg=avg)
+            return sizes.pool(stage, size, blur, aa.filter_size, avg=avg)
         except SpecError as e:
             size_problem[:] = size_problem or list(e.problems)
-            return 1, 1
+            return ones
 
     # --- stem ---------------------------------------------------------------------------
     if stem_type == StemType.cifar:  # 3x3 conv, stride 1, pad 1; size unchanged
-        stem_conv_size = (h, w)
-        params = c_in * stem_channels * 9
-        stages.append(Stage("stem", "stem", "features.conv0", c_in, stem_channels, (h, w),
-                            (h, w), params, params * h * w, stem_channels * h * w))
+        stem_conv_size = size
+        params = c_in * stem_channels * k3
+        stages.append(Stage("stem", "stem", "features.conv0", c_in, stem_channels, size,
+                            size, params, params * _volume(size),
+                            stem_channels * _volume(size)))
     else:
-        h1, w1 = _stem_conv_out(stem_type, h), _stem_conv_out(stem_type, w)
+        size1 = tuple(_stem_conv_out(stem_type, n) for n in size)
         if stem_type == StemType.imagenet:
-            params = c_in * stem_channels * 49 + _bn(stem_channels)
-            macs = c_in * stem_channels * 49 * h1 * w1
+            params = c_in * stem_channels * k7 + _bn(stem_channels)
+            macs = c_in * stem_channels * k7 * _volume(size1)
         else:  # deep: 3x3/2, 3x3, 3x3, each with a norm
             c1, c2 = stem_widths
-            params = (c_in * c1 * 9 + _bn(c1) + c1 * c2 * 9 + _bn(c2)
-                      + c2 * stem_channels * 9 + _bn(stem_channels))
-            macs = (c_in * c1 + c1 * c2 + c2 * stem_channels) * 9 * h1 * w1
-        if min(h1, w1) < 1:
-            size_problem.append(sizes.too_small("the stem's stride-2 conv", h, w, 1))
-            h1, w1 = 1, 1
-        stem_conv_size = (h1, w1)
-        h2, w2 = pool("the stem pool", h1, w1, aa.stem, avg=False)
-        stages.append(Stage("stem", "stem", "features.pool0", c_in, stem_channels, (h, w),
-                            (h2, w2), params, macs, stem_channels * h2 * w2, blur=aa.stem))
-        h, w = h2, w2
+            params = (c_in * c1 * k3 + _bn(c1) + c1 * c2 * k3 + _bn(c2)
+                      + c2 * stem_channels * k3 + _bn(stem_channels))
+            macs = (c_in * c1 + c1 * c2 + c2 * stem_channels) * k3 * _volume(size1)
+        if min(size1) < 1:
+            size_problem.append(sizes.too_small("the stem's stride-2 conv", size, 1))
+            size1 = ones
+        stem_conv_size = size1
+        size2 = pool("the stem pool", size1, aa.stem, avg=False)
+        stages.append(Stage("stem", "stem", "features.pool0", c_in, stem_channels, size,
+                            size2, params, macs, stem_channels * _volume(size2),
+                            blur=aa.stem))
+        size = size2
 
     # --- dense blocks and transitions ----------------------------------------------------
     channels = stem_channels
@@ -489,22 +517,23 @@ def plan(spec: DenseNetSpec) -> Plan:
         k, bn_size, drop = ks[i - 1], bns[i - 1], drops[i - 1]
         layers = []
         block_in = channels
+        vol = _volume(size)
         for j in range(1, num_layers + 1):
             if bn_size:
                 mid = bn_size * k
-                params = _bn(channels) + channels * mid + _bn(mid) + mid * k * 9
-                macs = (channels * mid + mid * k * 9) * h * w
+                params = _bn(channels) + channels * mid + _bn(mid) + mid * k * k3
+                macs = (channels * mid + mid * k * k3) * vol
             else:
                 mid = None
-                params = _bn(channels) + channels * k * 9
-                macs = channels * k * 9 * h * w
+                params = _bn(channels) + channels * k * k3
+                macs = channels * k * k3 * vol
             layers.append(LayerPlan(f"denselayer{j}", channels, mid, k, channels + k,
                                     params, macs))
             channels += k
         stages.append(Stage(
             f"denseblock{i}", "block", f"features.denseblock{i}", block_in, channels,
-            (h, w), (h, w), sum(lp.params for lp in layers), sum(lp.macs for lp in layers),
-            channels * h * w, tuple(layers), growth_rate=k, bn_size=bn_size,
+            size, size, sum(lp.params for lp in layers), sum(lp.macs for lp in layers),
+            channels * vol, tuple(layers), growth_rate=k, bn_size=bn_size,
             drop_rate=drop))
         if i == n_blocks:
             break
@@ -518,14 +547,14 @@ def plan(spec: DenseNetSpec) -> Plan:
                 "raise compression or growth_rate")))
             out = 1  # go on so later problems are reported too
             params_known = False
-        h2, w2 = pool(f"transition{i}", h, w, aa.transitions, avg=True)
+        size2 = pool(f"transition{i}", size, aa.transitions, avg=True)
         params = _bn(channels) + channels * out
-        macs = channels * out * h * w  # the 1x1 conv runs before the pool, at full size
+        macs = channels * out * vol  # the 1x1 conv runs before the pool, at full size
         stages.append(Stage(f"transition{i}", "transition", f"features.transition{i}",
-                            channels, out, (h, w), (h2, w2), params, macs, out * h2 * w2,
+                            channels, out, size, size2, params, macs, out * _volume(size2),
                             compression=theta, drop_rate=drop,
                             blur=aa.transitions))
-        channels, h, w = out, h2, w2
+        channels, size = out, size2
 
     problems = size_problem + problems
 
@@ -533,7 +562,7 @@ def plan(spec: DenseNetSpec) -> Plan:
     # num_classes 0: a headless model (timm's convention); it outputs the pooled features.
     n = spec.num_classes
     out = n or channels
-    stages.append(Stage("head", "head", "classifier", channels, out, (h, w), (1, 1),
+    stages.append(Stage("head", "head", "classifier", channels, out, size, ones,
                         _bn(channels) + channels * n + n, channels * n, out))
     try:
         _check_group_norm(spec, stages, stem_widths)
@@ -545,7 +574,7 @@ def plan(spec: DenseNetSpec) -> Plan:
         growth_rate=_as_written(spec.growth_rate), bn_size=_as_written(spec.bn_size),
         compression=_as_written(spec.compression), block_config=block_config,
         drop_rate=_as_written(spec.drop_rate), num_classes=n,
-        input_shape=(c_in, spec.input.height, spec.input.width),
+        input_shape=(c_in, *spec.input.spatial),
         stem_conv_size=stem_conv_size, stages=tuple(stages),
         params=sum(s.params for s in stages), macs=sum(s.macs for s in stages),
         out_channels=channels, activations=sum(s.activations for s in stages),
@@ -597,11 +626,11 @@ def _check_group_norm(spec: DenseNetSpec, stages: Sequence[Stage],
             f"{shown}{more}"))
 
 
-def _feature_info(stages: list[Stage], spec: DenseNetSpec, stem_conv_size: tuple[int, int]
+def _feature_info(stages: list[Stage], spec: DenseNetSpec, stem_conv_size: tuple[int, ...]
                   ) -> tuple[dict, ...]:
     """Backbone taps as timm reports them: the stem's last norm (before the pool), the end
     of each block but the last (before its transition), and norm5 after the last block."""
-    h0 = spec.input.height
+    h0 = spec.input.spatial[0]  # timm reports one reduction; the first axis's
     info = []
     stem = stages[0]
     if spec.stem.type == StemType.cifar:

@@ -108,8 +108,8 @@ def plot_search(result, path: str | os.PathLike, *, force: bool = False):
     ax.set_ylabel("parameters")
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: human(v)))
     ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: human(v)))
-    c, h, w = base.input_shape
-    ax.set_title(f"search over {result.base} at {c}x{h}x{w}: {result.matched:,} of "
+    shape = "x".join(map(str, base.input_shape))
+    ax.set_title(f"search over {result.base} at {shape}: {result.matched:,} of "
                  f"{result.evaluated:,} fit")
     ax.grid(alpha=0.25)
     ax.legend(loc="best", fontsize=8)

@@ -6,10 +6,11 @@ Torch-free: everything here reads a Plan and formats it; no arithmetic on channe
 from __future__ import annotations
 
 import json
+import math
 from typing import Iterable, Sequence
 
 from .plan import Plan, Stage
-from .schema import StemType
+from .schema import AXES, StemType
 
 __all__ = ["human", "printable", "render_table", "summary_rows", "summary_text", "plan_dict",
            "stage_dict",
@@ -61,7 +62,17 @@ def variant(plan: Plan) -> str:
 
 
 def _size(c: int, hw: Sequence[int]) -> str:
-    return f"{c}x{hw[0]}x{hw[1]}"
+    return "x".join(map(str, (c, *hw)))
+
+
+def shape_names(plan: Plan) -> str:
+    """The axes of a feature map, as the reports head their size column: CxL, CxHxW or
+    CxDxHxW."""
+    return "x".join(("C", *AXES[plan.dims]))
+
+
+def _split(shape: Sequence[int]) -> tuple[int, tuple[int, ...]]:
+    return shape[0], tuple(shape[1:])
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], fmt: str = "table",
@@ -92,10 +103,9 @@ def summary_rows(plan: Plan, *, layers: bool = False) -> list[list[str]]:
                      f"{s.macs:,}", f"{s.activations:,}"])
         if layers:
             for lp in s.layers:
-                h, w = s.out_size
-                rows.append([f"  {lp.name}", f"{_size(lp.out_channels, (h, w))} "
+                rows.append([f"  {lp.name}", f"{_size(lp.out_channels, s.out_size)} "
                                               f"(+{lp.growth_rate})", f"{lp.params:,}",
-                             f"{lp.macs:,}", f"{lp.growth_rate * h * w:,}"])
+                             f"{lp.macs:,}", f"{lp.growth_rate * math.prod(s.out_size):,}"])
     rows.append(["total", "", f"{plan.params:,}", f"{plan.macs:,}", f"{plan.activations:,}"])
     return rows
 
@@ -115,12 +125,13 @@ def _training_memory_line(plan: Plan, batch: int) -> str:
 def summary_text(plan: Plan, *, fmt: str = "table", layers: bool = False,
                  content_hash: str | None = None, batch: int | None = None) -> str:
     """The summary people read: a heading line, the stage table, the totals in words."""
-    c, h, w = plan.input_shape
     k = setting(plan.growth_rate)
     k = f"[{k}]" if isinstance(plan.growth_rate, tuple) else k
     head = (f"{plan.name}: {variant(plan)}, L={plan.depth}, k={k}, "
-            f"blocks {list(plan.block_config)}, input {c}x{h}x{w}")
-    table = render_table(SUMMARY_HEADER, summary_rows(plan, layers=layers), fmt)
+            f"blocks {list(plan.block_config)}, input {_size(*_split(plan.input_shape))}"
+            + (f" ({plan.dims}D)" if plan.dims != 2 else ""))
+    header = [SUMMARY_HEADER[0], f"output {shape_names(plan)}", *SUMMARY_HEADER[2:]]
+    table = render_table(header, summary_rows(plan, layers=layers), fmt)
     tail = (f"params {plan.params:,} ({human(plan.params)}), MACs {plan.macs:,} "
             f"({human(plan.macs)}) per image, out_channels {plan.out_channels}")
     if layers:  # a layer's row reads two ways; say which is which
@@ -138,8 +149,6 @@ def summary_text(plan: Plan, *, fmt: str = "table", layers: bool = False,
 def plan_dict(plan: Plan, *, layers: bool = False) -> dict:
     """A plan as JSON-ready data; the keys are the contract of ``archspec summary --format
     json`` (name, params, macs, out_channels, stages; more may be added)."""
-    c, h, w = plan.input_shape
-
     def plain(v):
         return list(v) if isinstance(v, tuple) else v
     return {
@@ -148,7 +157,7 @@ def plan_dict(plan: Plan, *, layers: bool = False) -> dict:
         "macs": plan.macs,
         "out_channels": plan.out_channels,
         "activations": plan.activations,
-        "input": [c, h, w],
+        "input": list(plan.input_shape),
         "depth": plan.depth,
         "stem": plan.stem_type.value,
         "stem_channels": plan.stem_channels,
@@ -210,8 +219,14 @@ def _times(n: int) -> str:
     return f"× {n}"
 
 
-def _block_cell(s: Stage) -> str:
-    convs = "1×1 conv, 3×3 conv" if s.layers[0].bottleneck_channels else "3×3 conv"
+def _k(n: int, dims: int) -> str:
+    """A kernel's size as the paper writes it, in the net's dimensions: 3×3, 3×3×3, 3."""
+    return "×".join([str(n)] * dims)
+
+
+def _block_cell(s: Stage, dims: int = 2) -> str:
+    convs = (f"{_k(1, dims)} conv, {_k(3, dims)} conv" if s.layers[0].bottleneck_channels
+             else f"{_k(3, dims)} conv")
     return f"[{convs}] {_times(len(s.layers))}"
 
 
@@ -227,7 +242,7 @@ def paper_table(plans: Sequence[Plan]) -> str:
     rows: list[list[str]] = []
 
     def xy(hw) -> str:
-        return f"{hw[0]} × {hw[1]}"
+        return " × ".join(map(str, hw))
 
     def row(label: str, size_of, cell_of) -> None:
         sizes, cells = [], []
@@ -240,16 +255,17 @@ def paper_table(plans: Sequence[Plan]) -> str:
 
     def stem_conv(p: Plan) -> str:
         if p.stem_type == StemType.imagenet:
-            return "7×7 conv, stride 2"
+            return f"{_k(7, p.dims)} conv, stride 2"
+        k3 = _k(3, p.dims)
         if p.stem_type == StemType.cifar:
-            return "3×3 conv"
-        return "[3×3 conv, stride 2; 3×3 conv; 3×3 conv]"
+            return f"{k3} conv"
+        return f"[{k3} conv, stride 2; {k3} conv; {k3} conv]"
 
     def stem_pool(p: Plan) -> str | None:
         if p.stem_type == StemType.cifar:
             return None
         return "3×3 max pool, blur pool stride 2" if p.stages[0].blur \
-            else "3×3 max pool, stride 2"
+            else f"{_k(3, p.dims)} max pool, stride 2"
 
     row("Convolution", lambda p: xy(p.stem_conv_size), stem_conv)
     row("Pooling", lambda p: xy(p.stages[0].out_size), stem_pool)
@@ -257,15 +273,15 @@ def paper_table(plans: Sequence[Plan]) -> str:
         def block(p: Plan, i=i):
             return p.stage(f"denseblock{i}") if i <= len(p.block_config) else None
         row(f"Dense Block ({i})", lambda p, b=block: xy(b(p).out_size) if b(p) else "",
-            lambda p, b=block: _block_cell(b(p)) if b(p) else None)
+            lambda p, b=block: _block_cell(b(p), p.dims) if b(p) else None)
         if i < n_blocks:
             def trans(p: Plan, i=i):
                 return p.stage(f"transition{i}") if i < len(p.block_config) else None
             row(f"Transition Layer ({i})", lambda p, t=trans: xy(t(p).in_size) if t(p) else "",
-                lambda p, t=trans: "1×1 conv" if t(p) else None)
+                lambda p, t=trans: f"{_k(1, p.dims)} conv" if t(p) else None)
             rows.append(["", _same(xy(trans(p).out_size) for p in plans if trans(p)),
                          *[("blur pool, stride 2" if trans(p).blur else
-                            "2×2 average pool, stride 2") if trans(p) else "–"
+                            f"{_k(2, p.dims)} average pool, stride 2") if trans(p) else "–"
                            for p in plans]])
     row("Classification Layer", lambda p: xy(p.stages[-1].out_size),
         lambda p: f"{xy(p.stages[-2].out_size)} global average pool")

@@ -15,11 +15,12 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Literal, Optional, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, model_serializer,
+                      model_validator)
 
 __all__ = ["StemType", "NormType", "Activation", "InputSpec", "StemSpec", "NormSpec",
            "AntiAliasSpec", "ExpectSpec", "DenseNetSpec", "json_schema",
-           "PerBlock", "MAX_LAYERS_PER_BLOCK", "MAX_BLOCKS", "NAME_PATTERN", "NAME_CHARS", "NAME_RULE", "MAX_NAME_LENGTH"]
+           "AXES", "PerBlock", "MAX_LAYERS_PER_BLOCK", "MAX_BLOCKS", "NAME_PATTERN", "NAME_CHARS", "NAME_RULE", "MAX_NAME_LENGTH"]
 
 # A name is printed on terminals, stored in checkpoints and used in file names: letters,
 # digits and ._+-=,[] (what an override-derived name such as densenet121+growth_rate=48
@@ -80,12 +81,70 @@ class Activation(str, Enum):
     gelu = "gelu"
 
 
+#: Names of the spatial axes for 1, 2 and 3 dimensions, as the messages print them.
+AXES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
+
+
 class InputSpec(_Model):
-    """The input tensor of one image: channels x height x width."""
+    """The input tensor of one sample: channels x length (1D), x height x width (2D) or x
+    depth x height x width (3D).
+
+    2D inputs are written ``height`` and ``width`` (or ``size: [H, W]``, read as the
+    same); 1D and 3D inputs are written ``size: [L]`` or ``size: [D, H, W]``. The number
+    of entries is the number of spatial dimensions of the whole network: Conv1d/2d/3d,
+    and the matching norms and pools. A 2D spec's canonical form has ``height`` and
+    ``width`` and no ``size`` (as before ``size`` existed, so its hash is unchanged); a 1D
+    or 3D spec's has ``size`` only.
+    """
 
     channels: int = Field(3, ge=1, le=4096, description="Input channels (3 for RGB).")
-    height: int = Field(224, ge=1, le=_MAX_SIZE, description="Input height in pixels.")
-    width: int = Field(224, ge=1, le=_MAX_SIZE, description="Input width in pixels.")
+    height: int = Field(224, ge=1, le=_MAX_SIZE, description="Input height in pixels (2D).")
+    width: int = Field(224, ge=1, le=_MAX_SIZE, description="Input width in pixels (2D).")
+    size: Optional[Annotated[list[Annotated[int, Field(ge=1, le=_MAX_SIZE)]],
+                             Field(min_length=1, max_length=3)]] = Field(
+        None, description="The spatial size as a list: [L] (1D signals), [H, W] (the same "
+                          "as height and width) or [D, H, W] (volumes). Instead of "
+                          "height/width.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _two_dimensional_size(cls, data):
+        # size: [H, W] is the 2D spelling height/width in other words: one canonical form.
+        if isinstance(data, dict) and "size" in data:
+            if "height" in data or "width" in data:
+                raise ValueError("give either size or height/width, not both")
+            size = data["size"]
+            if (isinstance(size, list) and len(size) == 2
+                    and all(type(v) is int for v in size)):
+                data = {k: v for k, v in data.items() if k != "size"}
+                data["height"], data["width"] = size
+        return data
+
+    @model_serializer(mode="wrap")
+    def _one_spelling(self, handler):
+        out = handler(self)
+        if self.size is None:
+            out.pop("size", None)
+        else:
+            out.pop("height", None)
+            out.pop("width", None)
+        return out
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        """The spatial size: (L,), (H, W) or (D, H, W)."""
+        return tuple(self.size) if self.size is not None else (self.height, self.width)
+
+    @property
+    def dims(self) -> int:
+        """Spatial dimensions: 1, 2 or 3."""
+        return len(self.spatial)
+
+    def axis_key(self, axis: int) -> tuple:
+        """The key path (under ``input``) that states spatial axis ``axis``."""
+        if self.size is None:
+            return ("height",) if axis == 0 else ("width",)
+        return ("size", axis)
 
 
 class StemSpec(_Model):

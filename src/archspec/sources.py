@@ -138,9 +138,24 @@ def mark_inherited(parent: dict, child_keys: Iterable[str], how: str) -> None:
             parent[key] = f"(inherited; {how}) {text}"
 
 
+# Two spellings of one thing: a mapping that says one replaces the other one inherited
+# (input.size, the N-d spelling, and input.height/width, the 2D one).
+SPELLINGS = (frozenset({"size"}), frozenset({"height", "width"}))
+
+
+def other_spelling(keys: Iterable[str]) -> frozenset:
+    """The keys a mapping that sets ``keys`` replaces: height/width for size, and back."""
+    said = set(keys)
+    for mine, theirs in (SPELLINGS, SPELLINGS[::-1]):
+        if said & mine and not said & theirs:
+            return theirs
+    return frozenset()
+
+
 def deep_merge(parent: dict, child: dict) -> dict:
-    """Child keys win; mappings merge key by key; lists and scalars are replaced whole."""
-    out = dict(parent)
+    """Child keys win; mappings merge key by key; lists and scalars are replaced whole.
+    A child that writes one spelling of the input size drops the parent's other one."""
+    out = {k: v for k, v in parent.items() if k not in other_spelling(child)}
     for key, value in child.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value)

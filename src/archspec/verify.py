@@ -97,19 +97,20 @@ def _shape(s: tuple[int, ...] | None) -> str:
 
 def check_model(plan: Plan, model: nn.Module, *, batch: int = 2, device: Any = None,
                 dtype: torch.dtype | None = None, backward: bool = True,
-                input_size: tuple[int, int] | None = None, warmup: int = 1) -> CheckResult:
+                input_size: tuple[int, ...] | None = None, warmup: int = 1) -> CheckResult:
     """Run ``model`` on a random batch and compare it with ``plan``; the reported
     forward/backward times are warm (after ``warmup`` untimed calls).
 
-    The input is ``plan.input_shape`` (or ``input_size`` H, W if given, in which case the
+    The input is ``plan.input_shape`` (or ``input_size``, its spatial sizes, if given, in which case the
     plan must have been made for that size). With ``backward`` a loss is back-propagated
     too, so gradient-checkpointed paths are exercised.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = dtype or next(model.parameters()).dtype
-    c, h, w = plan.input_shape
+    c, *spatial = plan.input_shape
     if input_size:
-        h, w = input_size
+        spatial = list(input_size)
+    dims = len(spatial)
     observed: dict[str, tuple[int, ...]] = {}
     handles = []
     modules = dict(model.named_modules())
@@ -119,12 +120,13 @@ def check_model(plan: Plan, model: nn.Module, *, batch: int = 2, device: Any = N
             continue
 
         def hook(_m, _inp, out, name=stage.name):
-            observed[name] = tuple(out.shape[1:]) if out.dim() == 4 else (out.shape[1], 1, 1)
+            observed[name] = (tuple(out.shape[1:]) if out.dim() == dims + 2
+                              else (out.shape[1], *[1] * dims))
         handles.append(mod.register_forward_hook(hook))
     result = CheckResult(plan.name, str(device), str(dtype).replace("torch.", ""), batch,
                          plan.params, sum(p.numel() for p in model.parameters()))
     try:
-        x = torch.randn(batch, c, h, w, device=device, dtype=dtype)
+        x = torch.randn(batch, c, *spatial, device=device, dtype=dtype)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         # The times reported are of the call after `warmup` untimed ones: a first call
         # pays for cuDNN's algorithm search, lazy CUDA initialisation and the allocator's
@@ -221,7 +223,8 @@ def torchinfo_check(plan: Plan, *, device: Any = "cpu", allow_large: bool = Fals
         observed = None
         if info is not None and info.output_size:
             size = list(info.output_size[1:])
-            observed = tuple(size) if len(size) == 3 else (size[0], 1, 1)
+            observed = (tuple(size) if len(size) == plan.dims + 1
+                        else (size[0], *[1] * plan.dims))
         stages.append(StageCheck(stage.name, (stage.out_channels, *stage.out_size), observed))
     return TorchinfoCheck(plan.name, plan.params, int(stats.total_params), plan.macs,
                           int(stats.total_mult_adds), stages)

@@ -22,13 +22,17 @@ from torch import nn
 from .errors import Problem, SpecError
 
 __all__ = ["WeightsError", "WeightsReport", "read_state_dict", "check_declared_size",
-           "normalise_keys",
+           "normalise_keys", "LAYOUTS", "in_layout",
            "spec_terms", "compare", "load_weights"]
 
 # torchvision's pattern for pre-0.3 checkpoints: 'norm.1' -> 'norm1', 'conv.2' -> 'conv2'
 _OLD_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\."
     r"(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+# MONAI's DenseNet: each dense layer's modules sit in a Sequential called ``layers``, and
+# the classifier is ``class_layers.out`` (its relu, pool and flatten hold no tensors).
+_MONAI_LAYER = re.compile(r"^(.*denselayer\d+)\.layers\.(.+)$")
+_MONAI_HEAD = "class_layers.out."
 # Checkpoints older than PyTorch 0.4 have no BN step counters; BatchNorm fills them in.
 _OPTIONAL_SUFFIX = ".num_batches_tracked"
 _HEAD_PREFIX = "classifier."
@@ -48,7 +52,8 @@ class WeightsReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
-    remapped: int = 0          # old-style or prefixed keys renamed
+    remapped: int = 0          # old-style, prefixed or MONAI keys renamed
+    layouts: list[str] = field(default_factory=list)  # what was recognised and renamed
     dropped_head: list[str] = field(default_factory=list)
     matched: int = 0
     # two checkpoint keys that name one tensor (``x`` and ``module.x``): which one loads
@@ -81,7 +86,8 @@ class WeightsReport:
     def summary(self) -> str:
         parts = [f"{self.matched} tensors match"]
         if self.remapped:
-            parts.append(f"{self.remapped} old-style keys remapped")
+            parts.append(f"{self.remapped} keys remapped"
+                         + (f" ({', '.join(self.layouts)})" if self.layouts else ""))
         if self.dropped_head:
             parts.append(f"classifier not loaded ({len(self.dropped_head)} tensors, drop_head)")
         for label, items in (("mismatched", self.mismatched), ("missing", self.missing),
@@ -192,36 +198,80 @@ def check_declared_size(file: str) -> None:
 
 
 def normalise_keys(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
-    """Strip ``module.`` prefixes and rename old torchvision keys; returns (dict, renamed)."""
-    out, renamed, _ = _normalise(state)
+    """Strip ``module.`` prefixes, rename old torchvision keys and MONAI's layout; returns
+    (dict, renamed)."""
+    out, renamed, _, _ = _normalise(state)
     return out, renamed
 
 
 def _normalise(state: Mapping[str, torch.Tensor]
-               ) -> tuple[dict[str, torch.Tensor], int, dict[str, list[str]]]:
-    """normalise_keys, and the keys that two or more checkpoint keys became."""
-    out, renamed, sources = {}, 0, {}
+               ) -> tuple[dict[str, torch.Tensor], int, dict[str, list[str]], list[str]]:
+    """normalise_keys, the keys that two or more checkpoint keys became, and the layouts
+    recognised (in the order first seen)."""
+    out, renamed, sources, layouts = {}, 0, {}, {}
     for key, value in state.items():
         start = 0
         while key.startswith("module.", start):  # offsets: linear in the key's length
             start += len("module.")
+        if start:
+            layouts["DataParallel's module. prefix"] = None
         new = key[start:]
         m = _OLD_KEY.match(new)
         if m:
             new = m[1] + m[2]
+            layouts["torchvision before 0.3"] = None
+        m = _MONAI_LAYER.match(new)
+        if m:
+            new = f"{m[1]}.{m[2]}"
+            layouts["MONAI"] = None
+        elif new.startswith(_MONAI_HEAD):
+            new = _HEAD_PREFIX + new[len(_MONAI_HEAD):]
+            layouts["MONAI"] = None
         renamed += new != key
         out[new] = value
         sources.setdefault(new, []).append(key)
-    return out, renamed, {k: v for k, v in sources.items() if len(v) > 1}
+    return out, renamed, {k: v for k, v in sources.items() if len(v) > 1}, list(layouts)
+
+
+#: The key layouts ``in_layout`` writes. torchvision's and timm's DenseNets use
+#: archspec's own keys (2D only); MONAI's nests each dense layer's modules in ``layers``
+#: and calls the classifier ``class_layers.out`` (any number of dimensions).
+LAYOUTS = ("archspec", "torchvision", "timm", "monai")
+
+
+def in_layout(state: Mapping[str, torch.Tensor], layout: str, *, dims: int = 2
+              ) -> dict[str, torch.Tensor]:
+    """An archspec model's state_dict renamed so that ``layout``'s own model loads it
+    with ``strict=True``: ``monai.networks.nets.DenseNet`` (``"monai"``), torchvision's or
+    timm's DenseNet (``"torchvision"``, ``"timm"``: the keys are already theirs; they are
+    2D networks, so ``dims`` must be 2). ValueError for another layout or a 1D/3D net in
+    a 2D-only layout."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
+    if layout in ("torchvision", "timm") and dims != 2:
+        raise ValueError(f"{layout}'s DenseNet is 2D; this net is {dims}D: write it in "
+                         "the monai or archspec layout")
+    if layout != "monai":
+        return dict(state)
+    out = {}
+    for key, value in state.items():
+        m = re.match(r"^(.*denselayer\d+)\.(.+)$", key)
+        if m:
+            key = f"{m[1]}.layers.{m[2]}"
+        elif key.startswith(_HEAD_PREFIX):
+            key = _MONAI_HEAD + key[len(_HEAD_PREFIX):]
+        out[key] = value
+    return out
 
 
 def compare(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: str = "<weights>",
             *, drop_head: bool = False) -> tuple[WeightsReport, dict[str, torch.Tensor]]:
     """Compare a checkpoint's tensors with ``model``'s; returns the report and the
     normalised state to load (without the classifier when ``drop_head``)."""
-    state, renamed, ambiguous = _normalise(state)
+    state, renamed, ambiguous, layouts = _normalise(state)
     expected = model.state_dict()
-    report = WeightsReport(checkpoint, remapped=renamed, ambiguous=sorted(ambiguous.items()))
+    report = WeightsReport(checkpoint, remapped=renamed, ambiguous=sorted(ambiguous.items()),
+                           layouts=layouts)
     if drop_head:
         report.dropped_head = [k for k in state if k.startswith(_HEAD_PREFIX)]
         state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIX)}

@@ -114,7 +114,8 @@ class _SharedStorageBlock(torch.autograd.Function):
                 *params: Tensor) -> Tensor:
         layers = list(block.values())
         fmt = feature_buffer.memory_format_like(x)
-        buf = feature_buffer.allocate(x, block.out_channels, fmt == torch.channels_last)
+        buf = feature_buffer.allocate(x, block.out_channels,
+                                      fmt != torch.contiguous_format, x.dim() - 2)
         rng, kept, stats = [], [], []
         for layer in layers:  # layer j reads channels [0, in_channels), adds growth_rate
             c, k = layer.in_channels, layer.growth_rate

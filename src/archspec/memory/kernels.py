@@ -142,18 +142,24 @@ def sync_batch_norm():
 
 def conv_backward(x: Tensor, weight: Tensor, grad_out: Tensor, stride, padding, dilation,
                   groups: int, weight_grad: bool) -> tuple[Tensor, Optional[Tensor]]:
-    """The gradients of conv2d(x, weight) (no bias) w.r.t. x and, if asked, the weight,
-    without running the convolution's forward."""
+    """The gradients of conv1d/2d/3d(x, weight) (no bias) w.r.t. x and, if asked, the
+    weight, without running the convolution's forward."""
+    dims = weight.dim() - 2
     if usable("conv_backward", x.device):
         g_in, g_w, _ = _convolution_backward(
             grad_out, x, weight, None, list(stride), list(padding), list(dilation), False,
-            [0, 0], groups, [True, weight_grad, False])
+            [0] * dims, groups, [True, weight_grad, False])
         return g_in, g_w
-    g_in = torch.nn.grad.conv2d_input(x.shape, weight, grad_out, stride, padding,
-                                      dilation, groups)
-    g_w = (torch.nn.grad.conv2d_weight(x, weight.shape, grad_out, stride, padding,
-                                       dilation, groups) if weight_grad else None)
+    conv_input, conv_weight = _PUBLIC_CONV_GRADS[dims]
+    g_in = conv_input(x.shape, weight, grad_out, stride, padding, dilation, groups)
+    g_w = (conv_weight(x, weight.shape, grad_out, stride, padding, dilation, groups)
+           if weight_grad else None)
     return g_in, g_w
+
+
+_PUBLIC_CONV_GRADS = {1: (torch.nn.grad.conv1d_input, torch.nn.grad.conv1d_weight),
+                      2: (torch.nn.grad.conv2d_input, torch.nn.grad.conv2d_weight),
+                      3: (torch.nn.grad.conv3d_input, torch.nn.grad.conv3d_weight)}
 
 
 class BatchNormSaved(NamedTuple):

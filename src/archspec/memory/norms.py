@@ -75,12 +75,15 @@ class Replaying:
             return _SyncNormReplay.apply(x, norm.weight, norm.bias, norm.eps, record)
         if record is _RERUN:
             return _rerun_keeping_buffers(norm, x)
-        if isinstance(norm, (nn.BatchNorm2d, nn.SyncBatchNorm)) and norm.training:
+        if isinstance(norm, _BATCH_NORMS) and norm.training:
             # (a SyncBatchNorm that did not synchronise computed as BatchNorm does)
             return F.batch_norm(x, norm.running_mean, norm.running_var, norm.weight,
                                 norm.bias, True, 0.0, norm.eps)
         return norm(x)
 
+
+# Every batch norm that normalises with batch statistics in training (1D, 2D, 3D, synced).
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 _RERUN = object()  # a synchronised norm whose statistics could not be read back
 

@@ -1,0 +1,359 @@
+"""DenseNets in 1, 2 and 3 spatial dimensions, and MONAI's networks exactly.
+
+MONAI (a dev dependency) is the reference for 1D and 3D: its DenseNet121/169/201/264 give
+the parameter counts the zoo pins, the seeded initialisation (torchvision's order, as
+ours), the key layout ``build(..., weights=)`` reads and ``--layout monai`` writes, and
+the outputs in eval and train mode.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import archspec
+from archspec import SpecError
+from archspec.weights import in_layout
+
+monai_nets = pytest.importorskip("monai.networks.nets")
+
+torch.set_num_threads(2)
+
+MONAI_3D = {"densenet121-3d": ("DenseNet121", 11_244_674),
+            "densenet169-3d": ("DenseNet169", 18_546_050),
+            "densenet201-3d": ("DenseNet201", 25_334_658),
+            "densenet264-3d": ("DenseNet264", 40_251_266)}
+
+
+def small(size: list[int], stem: str = "{type: cifar}", **extra: str
+          ) -> archspec.DenseNetSpec:
+    """A small spec of len(size) dimensions that builds in milliseconds."""
+    lines = [f"name: small{len(size)}d", f"input: {{channels: 2, size: {size}}}",
+             f"stem: {stem}", "growth_rate: 4", "bn_size: 2", "compression: 0.5",
+             "block_config: [2, 3]", "num_classes: 3"]
+    lines += [f"{k}: {v}" for k, v in extra.items()]
+    return archspec.loads("\n".join(lines) + "\n")
+
+
+def _monai(ctor: str, dims: int, cin: int, cout: int, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return getattr(monai_nets, ctor)(spatial_dims=dims, in_channels=cin, out_channels=cout)
+
+
+@pytest.mark.parametrize("name", [n if n == "densenet121-3d" else
+                                  pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(MONAI_3D)])
+def test_zoo_3d_specs_are_monai_exactly(name):
+    ctor, count = MONAI_3D[name]
+    p = archspec.plan(archspec.load(name))
+    ref = _monai(ctor, 3, 1, 2)
+    assert p.params == count == sum(t.numel() for t in ref.parameters())
+    assert p.input_shape == (1, 96, 96, 96) and p.dims == 3
+    # seeded, archspec draws MONAI's weights (torchvision's order in both)
+    ours = archspec.build(name, seed=0)
+    mine = in_layout(ours.state_dict(), "monai", dims=3)
+    theirs = ref.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+
+
+@pytest.mark.parametrize("dims, count", [(1, 5_523_011), (2, 6_953_795)])
+def test_monai_densenet121_in_1d_and_2d_with_2_in_3_out(dims, count):
+    size = [1024] if dims == 1 else [224, 224]
+    spec = archspec.load("densenet121", overrides={"input.channels": 2, "input.size": size,
+                                                    "num_classes": 3})
+    assert archspec.plan(spec).params == count
+    assert archspec.plan(spec).dims == dims
+    ref = _monai("DenseNet121", dims, 2, 3)
+    assert sum(t.numel() for t in ref.parameters()) == count
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_outputs_equal_monai_on_the_same_weights_in_eval_and_train(dims):
+    size = {1: [256], 2: [64, 64], 3: [32, 32, 32]}[dims]
+    spec = archspec.load("densenet121", overrides={"input.channels": 1, "input.size": size,
+                                                    "num_classes": 2})
+    ref = _monai("DenseNet121", dims, 1, 2, seed=3)
+    ours = archspec.build(spec, weights=ref.state_dict())  # MONAI's key layout, read
+    x = torch.randn(2, 1, *size, generator=torch.Generator().manual_seed(0))
+    for train in (False, True):
+        ours.train(train)
+        ref.train(train)
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-5)
+    # train mode moved both models' running statistics the same way
+    mine = in_layout(ours.state_dict(), "monai", dims=dims)
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(mine[k], v, rtol=0, atol=1e-6)
+
+
+def test_weights_report_names_the_monai_layout():
+    spec = small([32, 32, 32], stem="{type: imagenet, channels: 8}")
+    ref = getattr(monai_nets, "DenseNet")(spatial_dims=3, in_channels=2, out_channels=3,
+                                          init_features=8, growth_rate=4,
+                                          block_config=(2, 3), bn_size=2)
+    from archspec.weights import compare
+
+    report, _ = compare(archspec.build(spec), ref.state_dict(), "monai.pt")
+    assert report.ok, report.problems()
+    assert report.layouts == ["MONAI"] and report.remapped > 0
+    assert "keys remapped (MONAI)" in report.summary()
+    # and the other way: MONAI's own module loads ours strictly
+    ref.load_state_dict(in_layout(archspec.build(spec, seed=1).state_dict(), "monai",
+                                  dims=3), strict=True)
+
+
+def test_2d_only_layouts_refuse_a_volume():
+    with pytest.raises(ValueError, match="torchvision's DenseNet is 2D"):
+        in_layout({}, "torchvision", dims=3)
+    with pytest.raises(ValueError, match="unknown layout"):
+        in_layout({}, "keras")
+
+
+@pytest.mark.parametrize("ctor, dims, cin, cout, zoo_name", [
+    ("DenseNet121", 3, 1, 2, "densenet121-3d"),
+    pytest.param("DenseNet264", 3, 1, 2, "densenet264-3d", marks=pytest.mark.slow),
+    ("DenseNet121", 1, 2, 3, None),
+    ("DenseNet121", 2, 2, 3, None),
+])
+def test_from_module_reads_monai(ctor, dims, cin, cout, zoo_name):
+    ref = _monai(ctor, dims, cin, cout)
+    spec = archspec.from_module(ref)
+    p = archspec.plan(spec)
+    assert p.dims == dims and p.input_shape[0] == cin and p.num_classes == cout
+    assert p.params == sum(t.numel() for t in ref.parameters())
+    if zoo_name:
+        assert spec.name == zoo_name
+    ours = archspec.build(spec, weights=ref.state_dict())
+    size = {1: [128], 2: [64, 64], 3: [32, 32, 32]}[dims]
+    x = torch.randn(1, cin, *size)
+    ref.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), ref(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"act": "prelu"}, "denselayer1.relu1 is torch.nn.modules.activation.PReLU"),
+    ({"act": "swish"}, "Swish; archspec's activations are relu"),
+    ({"norm": "instance"}, "features.norm0 is InstanceNorm3d"),
+    ({"dropout_prob": 0.2}, "Dropout3d at denselayer1.layers.dropout drops whole channels"),
+])
+def test_from_module_says_what_it_cannot_express(kwargs, message):
+    ref = monai_nets.DenseNet(spatial_dims=3, in_channels=1, out_channels=2,
+                              init_features=8, growth_rate=4, block_config=(2, 2), **kwargs)
+    with pytest.raises(SpecError, match=message):
+        archspec.from_module(ref)
+
+
+def test_from_module_group_norm_and_gelu_in_3d():
+    ref = monai_nets.DenseNet(spatial_dims=3, in_channels=1, out_channels=2,
+                              init_features=16, growth_rate=8, block_config=(2, 3),
+                              norm=("group", {"num_groups": 8}), act="gelu")
+    spec = archspec.from_module(ref)
+    assert spec.norm.type.value == "group" and spec.norm.groups == 8
+    assert spec.activation.value == "gelu"
+    ours = archspec.build(spec, weights=ref.state_dict()).eval()
+    x = torch.randn(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref.eval()(x), rtol=0, atol=1e-5)
+
+
+# --- the spec -----------------------------------------------------------------------------
+
+def test_two_dimensional_size_is_height_and_width_with_the_same_hash():
+    from archspec.canonical import canonical, content_hash
+
+    a = archspec.load("densenet121")
+    text = (archspec.zoo.find("densenet121").read_text()
+            .replace("input: {channels: 3, height: 224, width: 224}",
+                     "input: {channels: 3, size: [224, 224]}"))
+    assert "size: [224, 224]" in text
+    b = archspec.loads(text)
+    assert canonical(a) == canonical(b) and content_hash(a) == content_hash(b)
+    assert "input: {channels: 3, height: 224, width: 224}\n" in canonical(a)
+    c = archspec.load("densenet121-3d")
+    assert "input:\n  channels: 1\n  size: [96, 96, 96]\n" in canonical(c)
+    assert "height" not in canonical(c)
+    assert archspec.loads(canonical(c)) == c
+
+
+@pytest.mark.parametrize("text, where, message", [
+    ("input: {channels: 1, size: [8, 8, 8, 8]}", "input.size", "at most 3"),
+    ("input: {channels: 1, size: []}", "input.size", "at least 1"),
+    ("input: {channels: 1, size: [32, 32, 32], height: 32}", "input",
+     "either size or height/width"),
+    ("input: {channels: 1, size: [32, 0, 32]}", "input.size[1]", "must be >= 1"),
+])
+def test_bad_sizes_are_located(spec_file, text, where, message):
+    path = spec_file(f"""\
+        name: bad
+        {text}
+        stem: {{type: cifar}}
+        growth_rate: 4
+        block_config: [2]
+        """)
+    with pytest.raises(SpecError) as info:
+        archspec.load(path)
+    shown = str(info.value)
+    assert f":2:" in shown and f"{where}:" in shown and message in shown, shown
+
+
+def test_input_too_small_names_the_axis_and_the_smallest_size(spec_file):
+    path = spec_file("""\
+        name: flat
+        input: {channels: 1, size: [96, 96, 8]}
+        growth_rate: 32
+        bn_size: 4
+        compression: 0.5
+        block_config: [6, 12, 24, 16]
+        """)
+    with pytest.raises(SpecError) as info:
+        archspec.plan(archspec.load(path))
+    shown = str(info.value)
+    assert ":2:" in shown and "input.size[2]:" in shown
+    assert "input 1x96x96x8 (CxDxHxW) is too small" in shown
+    assert "W is 1" in shown and "the smallest input this net accepts is 1x96x96x29" in shown
+
+
+@pytest.mark.parametrize("key", ["stem", "transitions"])
+def test_blur_pooling_is_refused_outside_2d(spec_file, key):
+    path = spec_file(f"""\
+        name: blurred
+        input: {{channels: 1, size: [64, 64, 64]}}
+        growth_rate: 8
+        block_config: [2, 2]
+        anti_alias: {{{key}: true}}
+        """)
+    with pytest.raises(SpecError, match=f"anti_alias.{key}: blur pooling is 2D only; "
+                                        "this net is 3D"):
+        archspec.plan(archspec.load(path))
+
+
+@pytest.mark.parametrize("size", [[40], [24, 20], [12, 10, 14]])
+@pytest.mark.parametrize("stem", ["cifar", "imagenet", "deep"])
+def test_plan_equals_built_module_in_every_dimension(size, stem):
+    spec = small([s * (4 if stem != "cifar" else 1) for s in size],
+                 stem=f"{{type: {stem}}}")
+    p = archspec.plan(spec)
+    model = archspec.build(p, seed=0).eval()
+    from archspec.verify import check_model
+
+    result = check_model(p, model, batch=2, backward=True)
+    assert result.ok, result.mismatches
+    assert result.observed_params == p.params
+    # MACs: conv and linear multiply-accumulates, counted by hooks on the built model
+    assert _counted_macs(model, (1, *p.input_shape)) == p.macs
+
+
+def _counted_macs(model: torch.nn.Module, shape: tuple) -> int:
+    total = 0
+
+    def hook(m, inp, out):
+        nonlocal total
+        if isinstance(m, torch.nn.Linear):
+            total += m.in_features * m.out_features
+        else:
+            total += out[0].numel() * m.weight[0].numel()
+    convs = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, convs)
+               and m.weight.requires_grad]
+    with torch.no_grad():
+        model(torch.randn(shape))
+    for h in handles:
+        h.remove()
+    return total
+
+
+def test_summary_and_json_have_as_many_axes_as_the_input():
+    from archspec.report import plan_dict, summary_text
+
+    p = archspec.plan(archspec.load("densenet121-3d"))
+    text = summary_text(p)
+    assert "output CxDxHxW" in text and "64x24x24x24" in text and "input 1x96x96x96 (3D)" in text
+    d = plan_dict(p)
+    assert d["input"] == [1, 96, 96, 96]
+    assert all(len(s["out_size"]) == 3 for s in d["stages"])
+    one = archspec.plan(small([64]))
+    assert "output CxL" in summary_text(one)
+
+
+# --- the model ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [[24], [10, 12, 12]])
+@pytest.mark.parametrize("level", [True, "max"])
+def test_memory_levels_are_bitwise_in_1d_and_3d(size, level):
+    plain = archspec.build(small(size, drop_rate=0.0), seed=0)
+    frugal = copy.deepcopy(plain)
+    frugal.set_grad_checkpointing(level)
+    x = torch.randn(4, 2, *size, generator=torch.Generator().manual_seed(1))
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    saved = {}
+    for name, model, xi in (("plain", plain, xa), ("frugal", frugal, xb)):
+        count = 0
+
+        def pack(t):
+            nonlocal count
+            count += t.numel() * t.element_size()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = model(xi).square().sum()
+        saved[name] = count
+        loss.backward()
+    for a, b in zip(plain.parameters(), frugal.parameters()):
+        assert torch.equal(a.grad, b.grad)
+    for a, b in zip(plain.buffers(), frugal.buffers()):
+        assert torch.equal(a, b)  # BatchNorm's statistics moved once
+    assert torch.equal(xa.grad, xb.grad)
+    assert saved["frugal"] < 0.8 * saved["plain"], saved
+
+
+@pytest.mark.parametrize("size", [[32], [12, 12, 12]])
+def test_graphs_and_inference_in_1d_and_3d(size):
+    model = archspec.build(small(size), seed=0).eval()
+    x = torch.randn(2, 2, *size)
+    with torch.no_grad():
+        ref = model(x)
+        torch.testing.assert_close(torch.jit.script(model)(x), ref, rtol=0, atol=0)
+        torch.testing.assert_close(torch.jit.trace(model, x)(x), ref, rtol=0, atol=0)
+        torch.testing.assert_close(torch.fx.symbolic_trace(model)(x), ref, rtol=0, atol=0)
+        exported = torch.export.export(model, (x,)).module()
+        torch.testing.assert_close(exported(x), ref, rtol=0, atol=0)
+        fast = archspec.optimize_for_inference(model)
+        torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(torch.jit.script(fast)(x), fast(x), rtol=0, atol=0)
+
+
+@pytest.mark.slow  # 4 s: an ONNX export and its check in onnxruntime
+def test_onnx_export_of_a_volume_net(tmp_path):
+    pytest.importorskip("onnxruntime")
+    result = archspec.export(archspec.build(small([12, 12, 12]), seed=0),
+                             tmp_path / "net.onnx", batch=2)
+    assert result.input_shape == (2, 12, 12, 12)
+    assert max(result.max_abs_diff.values()) < 1e-4
+
+
+@pytest.mark.parametrize("size", [[64], [16, 16, 16]])
+def test_features_only_reports_nd_reductions(size):
+    spec = small(size, stem="{type: imagenet}")
+    backbone = archspec.build(spec, features_only=True, seed=0).eval()
+    x = torch.randn(1, 2, *size)
+    with torch.no_grad():
+        maps = backbone(x)
+    assert [m.shape[1] for m in maps] == backbone.feature_info.channels()
+    for m, reduction in zip(maps, backbone.feature_info.reduction()):
+        assert list(m.shape[2:]) == [n // reduction for n in size]
+
+
+def test_a_tensor_of_the_wrong_rank_or_width_gets_a_clear_message():
+    model = archspec.build(small([8, 8, 8]))
+    with pytest.raises(ValueError, match=r"small3d is a 3D network: it takes a batch "
+                                         r"N x C x DxHxW \(5 dimensions\), got a "
+                                         r"4-dimensional tensor of shape \[2, 2, 8, 8\]"):
+        model(torch.randn(2, 2, 8, 8))
+    with pytest.raises(ValueError, match=r"takes 2 input channels .* got 3"):
+        model(torch.randn(2, 3, 8, 8, 8))
+    fast = archspec.optimize_for_inference(model.eval())
+    with pytest.raises(ValueError, match="is a 3D network"):
+        fast(torch.randn(2, 2, 8, 8))
