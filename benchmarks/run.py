@@ -573,7 +573,76 @@ def section_bf16(device: str, repeats: int, quick: bool) -> list[str]:
                   f"the same autocast, relative to its largest output: {max(diffs):.1e}.", ""]
 
 
-SECTIONS = ("build", "train", "eval", "small", "bf16", "memory", "compile")
+def section_volumes(device: str, repeats: int, quick: bool) -> list[str]:
+    """densenet121-3d against MONAI's DenseNet121(spatial_dims=3, in_channels=1,
+    out_channels=2) on the same weights: training step time per memory level and the
+    bytes autograd keeps (saved_tensors_hooks; on CUDA also the allocator's peak), and
+    eval time, eager and optimize_for_inference."""
+    from monai.networks.nets import DenseNet121
+
+    batch, side = (2, 32) if quick else (2, 48)
+    torch.manual_seed(0)
+    monai = DenseNet121(spatial_dims=3, in_channels=1, out_channels=2).to(device)
+    models = {"MONAI": monai}
+    for level in LEVELS:
+        m = archspec.build("densenet121-3d", weights=monai.state_dict(), device=device)
+        m.set_grad_checkpointing(level)
+        models[f"archspec, memory_efficient: {str(level).lower()}"] = m
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 1, side, side, side, generator=g).to(device)
+    y = torch.randint(0, 2, (batch,), generator=g).to(device)
+    saved = {name: saved_bytes(m, x) for name, m in models.items()}
+    peak = {}
+    if device.startswith("cuda"):
+        for name, m in models.items():
+            step = train_step_fn(m, x, y)
+            step()
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            step()
+            torch.cuda.synchronize()
+            peak[name] = torch.cuda.max_memory_allocated()
+    times = ab({name: train_step_fn(m, x, y) for name, m in models.items()}, repeats, device)
+    shape = f"batch {batch}, 1x{side}x{side}x{side}"
+    out = ["## Volumes: densenet121-3d against MONAI's DenseNet121 (3D, 1 in, 2 out)", "",
+           f"Same weights (MONAI's, loaded with `weights=`), {shape}, {device}. Training "
+           "step: forward, cross-entropy, backward, SGD step. Saved: the distinct storages "
+           "a training forward keeps for backward (saved_tensors_hooks, parameters left "
+           "out)" + ("; peak: torch.cuda.max_memory_allocated over one step" if peak else "")
+           + ". Ratios are to MONAI's.", "",
+           "| implementation | median ms | min-max ms | time ratio | saved MB | saved ratio |"
+           + (" peak MB | peak ratio |" if peak else ""),
+           "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if peak else "")]
+    base = times["MONAI"]
+    for name, ts in times.items():
+        cells = (f"| {name} | {med(ts) * 1e3:.0f} | {min(ts) * 1e3:.0f}-{max(ts) * 1e3:.0f} | "
+                 f"{med(ts) / med(base):.3f}x | {saved[name] / 2**20:.1f} | "
+                 f"{saved[name] / saved['MONAI']:.3f}x |")
+        if peak:
+            cells += f" {peak[name] / 2**20:.0f} | {peak[name] / peak['MONAI']:.3f}x |"
+        out.append(cells)
+    for m in models.values():
+        m.eval()
+    fast = archspec.optimize_for_inference(models["archspec, memory_efficient: false"])
+
+    def infer(m):
+        def run():
+            with torch.no_grad():
+                m(x)
+        return run
+    times = ab({"MONAI eager": infer(monai),
+                "archspec eager": infer(models["archspec, memory_efficient: false"]),
+                "archspec optimize_for_inference": infer(fast)}, repeats, device)
+    out += ["", f"Eval forward, {shape}:", "",
+            "| implementation | median ms | min-max ms | ratio to MONAI |",
+            "|---|---:|---:|---:|"]
+    base = times["MONAI eager"]
+    out += [row(name, ts, base if name != "MONAI eager" else None, fmt="{:.0f}")
+            for name, ts in times.items()]
+    return out
+
+
+SECTIONS = ("build", "train", "eval", "small", "bf16", "memory", "compile", "volumes")
 
 
 def run_section(name: str, device: str, repeats: int, quick: bool) -> list[str]:
@@ -584,6 +653,7 @@ def run_section(name: str, device: str, repeats: int, quick: bool) -> list[str]:
             "bf16": lambda: section_bf16(device, repeats, quick),
             "memory": lambda: section_memory(device, max(3, repeats // 3), quick),
             "compile": lambda: section_compile(device, quick),
+            "volumes": lambda: section_volumes(device, max(3, repeats // 2), quick),
             "steps": lambda: step_time_rows(device, repeats, quick)}[name]()
 
 

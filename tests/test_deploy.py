@@ -79,7 +79,8 @@ def _cases():
             for optimized in (False, True):
                 # (ONNX: the memory-efficient cifar net, built; the rest is slow)
                 quick = (how not in ("export", "onnx")
-                         or (how == "export" and kind in ("cifar-memory-efficient", "plain"))
+                         or (how == "export" and kind in ("cifar-memory-efficient", "plain")
+                             and not optimized)
                          or (how == "onnx" and kind == "cifar-memory-efficient"
                              and not optimized))
                 yield pytest.param(kind, optimized, how,

@@ -136,8 +136,10 @@ def test_from_module_reads_monai(ctor, dims, cin, cout, zoo_name):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"act": "prelu"}, "denselayer1.relu1 is torch.nn.modules.activation.PReLU"),
-    ({"act": "swish"}, "Swish; archspec's activations are relu"),
-    ({"norm": "instance"}, "features.norm0 is InstanceNorm3d"),
+    ({"act": ("swish", {"alpha": 2.0})}, "Swish; archspec's activations are relu"),
+    ({"act": ("gelu", {"approximate": "tanh"})}, "archspec's gelu is the exact one"),
+    ({"norm": ("instance", {"track_running_stats": True})},
+     "features.norm0 is InstanceNorm3d with running statistics"),
     ({"dropout_prob": 0.2}, "Dropout3d at denselayer1.layers.dropout drops whole channels"),
 ])
 def test_from_module_says_what_it_cannot_express(kwargs, message):
@@ -145,6 +147,38 @@ def test_from_module_says_what_it_cannot_express(kwargs, message):
                               init_features=8, growth_rate=4, block_config=(2, 2), **kwargs)
     with pytest.raises(SpecError, match=message):
         archspec.from_module(ref)
+
+
+@pytest.mark.parametrize("kwargs, norm, act", [
+    ({"norm": "instance"}, {"type": "instance"}, "relu"),
+    ({"norm": ("instance", {"affine": True, "eps": 1e-3})},
+     {"type": "instance", "eps": 1e-3, "affine": True}, "relu"),
+    ({"norm": ("batch", {"momentum": 0.01, "eps": 1e-3})},
+     {"type": "batch", "eps": 1e-3, "momentum": 0.01}, "relu"),
+    ({"norm": ("group", {"num_groups": 1})}, {"type": "group", "groups": 1}, "relu"),
+    ({"act": ("leakyrelu", {"negative_slope": 0.2})}, {"type": "batch"},
+     {"type": "leaky_relu", "negative_slope": 0.2}),
+    ({"act": ("elu", {"alpha": 0.5})}, {"type": "batch"}, {"type": "elu", "alpha": 0.5}),
+    ({"act": "mish"}, {"type": "batch"}, "mish"),          # MONAI's Mish: F.mish
+    ({"act": "memswish"}, {"type": "batch"}, "silu"),      # F.silu
+    ({"act": "swish"}, {"type": "batch"}, "silu"),         # x * sigmoid(x): to rounding
+])
+def test_monai_norms_and_activations_are_read_with_their_arguments(kwargs, norm, act):
+    torch.manual_seed(0)
+    ref = monai_nets.DenseNet(spatial_dims=3, in_channels=1, out_channels=2,
+                              init_features=16, growth_rate=8, block_config=(2, 3), **kwargs)
+    spec = archspec.from_module(ref)
+    dumped = spec.model_dump(mode="json")
+    assert {k: v for k, v in dumped["norm"].items() if k != "groups" or "groups" in norm} \
+        == norm
+    assert dumped["activation"] == act
+    ours = archspec.build(spec, weights=ref.state_dict())
+    x = torch.randn(2, 1, 24, 24, 24, generator=torch.Generator().manual_seed(0))
+    for train in (False, True):
+        ours.train(train)
+        ref.train(train)
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-5)
 
 
 def test_from_module_group_norm_and_gelu_in_3d():
@@ -215,6 +249,22 @@ def test_input_too_small_names_the_axis_and_the_smallest_size(spec_file):
     assert ":2:" in shown and "input.size[2]:" in shown
     assert "input 1x96x96x8 (CxDxHxW) is too small" in shown
     assert "W is 1" in shown and "the smallest input this net accepts is 1x96x96x29" in shown
+
+
+def test_instance_norm_on_one_position_per_channel_is_refused_at_validate(spec_file):
+    path = spec_file("""\
+        name: tiny
+        input: {channels: 1, size: [4, 4, 4]}
+        stem: {type: cifar}
+        growth_rate: 4
+        block_config: [2, 2, 2]
+        norm: {type: instance}
+        """)
+    with pytest.raises(SpecError) as info:
+        archspec.plan(archspec.load(path))
+    shown = str(info.value)
+    assert ":6:" in shown and "norm.type: instance norm needs more than one position per " \
+        "channel, and norm5 sees 1x1x1 (DxHxW) at input 1x4x4x4" in shown, shown
 
 
 @pytest.mark.parametrize("key", ["stem", "transitions"])
@@ -357,3 +407,32 @@ def test_a_tensor_of_the_wrong_rank_or_width_gets_a_clear_message():
     fast = archspec.optimize_for_inference(model.eval())
     with pytest.raises(ValueError, match="is a 3D network"):
         fast(torch.randn(2, 2, 8, 8))
+
+
+@pytest.mark.parametrize("norm, act", [
+    ("{type: instance, affine: true}", "{type: leaky_relu, negative_slope: 0.2}"),
+    ("{type: layer}", "elu"),
+    ("{type: batch, affine: false}", "mish"),
+    ("{type: batch, momentum: 0.3, eps: 0.001}", "relu"),
+])
+def test_norms_and_activations_with_arguments_everywhere(norm, act):
+    spec = small([8, 8, 8], norm=norm, activation=act)
+    p = archspec.plan(spec)
+    plain = archspec.build(spec, seed=0)
+    assert sum(t.numel() for t in plain.parameters()) == p.params
+    x = torch.randn(4, 2, 8, 8, 8, generator=torch.Generator().manual_seed(2))
+    for level in (True, "max"):  # bitwise gradients, statistics moved once
+        a, b = copy.deepcopy(plain), copy.deepcopy(plain)
+        b.set_grad_checkpointing(level)
+        a(x).square().sum().backward()
+        b(x).square().sum().backward()
+        assert all(torch.equal(u.grad, v.grad) for u, v in zip(a.parameters(), b.parameters()))
+        assert all(torch.equal(u, v) for u, v in zip(a.buffers(), b.buffers()))
+    model = plain.eval()
+    with torch.no_grad():
+        ref = model(x)
+        torch.testing.assert_close(torch.jit.script(model)(x), ref, rtol=0, atol=0)
+        torch.testing.assert_close(torch.export.export(model, (x,)).module()(x), ref,
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(archspec.optimize_for_inference(model)(x), ref,
+                                   rtol=1e-4, atol=1e-5)

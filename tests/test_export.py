@@ -35,7 +35,8 @@ def _load(path, fmt: str):
     return torch.jit.load(str(path))
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "pt2", "pt"])
+# (.pt2 with the slow tests: 6 s on 2 cores; onnx and pt stay in the fast suite)
+@pytest.mark.parametrize("fmt", ["onnx", pytest.param("pt2", marks=pytest.mark.slow), "pt"])
 def test_export_by_suffix_with_a_dynamic_batch(capsys, tmp_path, fmt):
     out = tmp_path / f"model.{fmt}"
     code, text, err = run(capsys, "export", *SMALL, "-o", str(out), "--dynamic-batch")

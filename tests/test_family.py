@@ -107,7 +107,10 @@ def test_per_block_settings_in_cli_reports(capsys, spec_file):
     ("compression: [0.5, 0.5, 0.5]", "compression", "has 3 values for 2 transitions"),
     ("drop_rate: [0.1, 1.5, 0.1]", "drop_rate[1]", "must be < 1.0"),
     ("norm: {type: group, groups: 5}", "norm.groups", "features.denseblock1.denselayer1.norm1 has"),
-    ("norm: {type: layer}", "norm.type", "expected one of batch, group"),
+    ("norm: {type: lyer}", "norm.type", "expected one of batch, group, instance, layer"),
+    ("norm: {type: group, momentum: 0.2}", "norm.momentum", "momentum is batch norm's"),
+    ("activation: {type: elu, negative_slope: 0.2}", "activation.negative_slope",
+     "elu takes alpha, not negative_slope"),
     ("activation: tanh", "activation", "expected one of relu, silu, gelu"),
     ("anti_alias: {stem: true}", "anti_alias.stem", "the cifar stem has no pool"),
     ("stem: {type: cifar, widths: [4, 4]}", "stem.widths", "only the deep stems have widths"),
@@ -126,7 +129,8 @@ def test_family_mistakes_are_located(spec_file, text, path, words):
     assert info.value.path == path and words in info.value.message, str(info.value)
 
 
-@pytest.mark.parametrize("activation", ["relu", "silu", "gelu"])
+@pytest.mark.parametrize("activation", ["relu", "silu", "gelu", "mish", "elu",
+                                        "{type: leaky_relu, negative_slope: 0.2}"])
 def test_activations_build_and_differ(activation):
     small = {"depth": 16, "expect": None}
     spec = archspec.load("densenet-bc-100-12", overrides={"activation": activation, **small})
@@ -167,8 +171,10 @@ def test_options_are_in_the_json_schema():
     assert {"norm", "activation", "anti_alias"} <= set(props)
     defs = schema["$defs"]
     assert defs["StemType"]["enum"] == ["cifar", "imagenet", "deep", "deep_tiered"]
-    assert defs["NormType"]["enum"] == ["batch", "group"]
-    assert defs["Activation"]["enum"] == ["relu", "silu", "gelu"]
+    assert defs["NormType"]["enum"] == ["batch", "group", "instance", "layer"]
+    names = ["relu", "silu", "gelu", "leaky_relu", "elu", "mish"]
+    assert props["activation"]["anyOf"][0]["enum"] == names  # a name, or a mapping:
+    assert props["activation"]["anyOf"][1]["properties"]["type"]["enum"] == names
     assert any(b.get("type") == "array" for b in props["growth_rate"]["anyOf"])
 
 
@@ -180,19 +186,25 @@ def family_specs(draw):
     bns = draw(st.lists(st.sampled_from([None, 1, 2]), min_size=n, max_size=n))
     thetas = draw(st.lists(st.sampled_from([0.5, 0.75, 1.0]), min_size=n - 1,
                            max_size=n - 1))
-    aa = draw(st.booleans()) and stem != "cifar"
-    aa_t = draw(st.booleans())
+    dims = draw(st.sampled_from([1, 2, 2, 3]))
+    aa = draw(st.booleans()) and stem != "cifar" and dims == 2  # blur pooling is 2D
+    aa_t = draw(st.booleans()) and dims == 2
     lo = (8 if stem != "cifar" else 2) * 2 ** (n - 1)
-    h = draw(st.integers(lo, lo + 7))
+    h = draw(st.integers(lo, lo + (7 if dims < 3 else 2)))
+    size = f"height: {h}, width: {h}" if dims == 2 else f"size: {[h] * dims}"
+    norm = draw(st.sampled_from(["batch", "group", "instance", "layer",
+                                 "{type: instance, affine: true}", "{type: batch, affine: false}"]))
+    norm = norm[:-1] if norm.startswith("{") else "{type: " + norm
+    act = draw(st.sampled_from(["relu", "silu", "gelu", "mish", "elu",
+                                "{type: leaky_relu, negative_slope: 0.1}"]))
     lines = [
-        "name: fam", f"input: {{channels: {draw(st.integers(1, 3))}, height: {h}, width: {h}}}",
+        "name: fam", f"input: {{channels: {draw(st.integers(1, 3))}, {size}}}",
         f"stem: {{type: {stem}}}",
         f"growth_rate: {ks if draw(st.booleans()) else ks[0]}",
         "bn_size: [" + ", ".join("null" if b is None else str(b) for b in bns) + "]",
         f"block_config: {draw(st.lists(st.integers(1, 3), min_size=n, max_size=n))}",
-        f"norm: {{type: {draw(st.sampled_from(['batch', 'group']))}, groups: "
-        f"{draw(st.sampled_from([1, 2, 4]))}}}",
-        f"activation: {draw(st.sampled_from(['relu', 'silu', 'gelu']))}",
+        f"norm: {norm}, groups: {draw(st.sampled_from([1, 2, 4]))}}}",
+        f"activation: {act}",
         f"anti_alias: {{stem: {str(aa).lower()}, transitions: {str(aa_t).lower()}}}",
         f"num_classes: {draw(st.integers(1, 5))}",
     ]
@@ -207,7 +219,8 @@ def test_random_family_specs_plan_equals_model(text):
     try:
         p = archspec.plan(archspec.loads(text))
     except archspec.SpecError as e:  # group sizes that do not divide, tiny inputs
-        assert e.path in ("norm.groups", "input.height", "input.width", "compression"), str(e)
+        assert e.path in ("norm.groups", "input.height", "input.width", "compression",
+                          "norm.type") or e.path.startswith("input.size"), str(e)
         return
     model = archspec.build(p, seed=0)
     result = check_model(p, model, batch=2, backward=True)

@@ -41,7 +41,9 @@ def _input_for(p) -> torch.Tensor:
     return torch.randn(2, c, *[size] * p.dims, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize("name", zoo.names())
+@pytest.mark.parametrize("name", [  # one volume net in the fast suite, the rest slow
+    pytest.param(n, marks=pytest.mark.slow) if n.endswith("-3d") and n != "densenet121-3d"
+    else n for n in zoo.names()])
 def test_optimize_for_inference_is_exact_for_every_zoo_spec(name):
     p = archspec.plan(archspec.load(name))
     model = archspec.build(p, seed=0).eval()
@@ -390,7 +392,7 @@ def test_benchmark_runner_quick_mode(tmp_path):
     text = out.read_text()
     for heading in ("## Machine", "## Build time", "## Training step", "## Eval forward",
                     "## Small batches", "## Eval under bf16",
-                    "## Memory", "## torch.compile"):
+                    "## Memory", "## torch.compile", "## Volumes"):
         assert heading in text
     assert "archspec optimize_for_inference" in text and "x throughput" in text
     # --update regenerates one section in place and leaves every other line as it was.

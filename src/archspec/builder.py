@@ -99,6 +99,7 @@ class DenseNet(nn.Module):
         dims = self.dims = plan.dims
         norm, act = make_norm(spec.norm, dims), make_activation(spec.activation)
         self.activation = spec.activation.value
+        self.activation_argument = spec.activation.argument  # leaky_relu's slope, elu's alpha
         blur = spec.anti_alias.filter_size
         stem = plan.stages[0]
         if plan.stem_type == StemType.cifar:
@@ -135,7 +136,7 @@ class DenseNet(nn.Module):
         for m in self.modules():
             if isinstance(m, CONVS):
                 nn.init.kaiming_normal_(m.weight)
-            elif isinstance(m, (*BATCH_NORMS, nn.GroupNorm)):
+            elif isinstance(m, (*BATCH_NORMS, nn.GroupNorm)) and m.affine:
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
             elif isinstance(m, nn.Linear):
@@ -150,7 +151,7 @@ class DenseNet(nn.Module):
         """The last feature map, activated (timm's forward_features): N x C x H/32 x W/32."""
         if not torch.jit.is_scripting():
             self._check_input(x)
-        return activate(self.activation, self.features(x), True)
+        return activate(self.activation, self.features(x), True, self.activation_argument)
 
     @torch.jit.unused  # eager only: a graph fixes its input's rank anyway
     def _check_input(self, x: Tensor) -> None:
@@ -279,6 +280,7 @@ class DenseNetFeatures(nn.Module):
         full = DenseNet(plan, allow_large=True)  # checked above
         self.features = full.features  # same modules, same init, same names
         self.activation = full.activation
+        self.activation_argument = full.activation_argument
         # Positions in ``features`` (plain ints, so TorchScript and FX read them): where a
         # tap is taken, which taps are norms to activate (timm's norms carry their
         # activation), which activation modules those taps make redundant (they would act
@@ -300,7 +302,7 @@ class DenseNetFeatures(nn.Module):
                 x = module(x)
                 if i in self._taps:
                     if i in self._activated:
-                        x = activate(self.activation, x, False)
+                        x = activate(self.activation, x, False, self.activation_argument)
                     out.append(x)
         return out
 

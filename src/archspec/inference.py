@@ -132,7 +132,8 @@ class _FastLayer(nn.Module):
         super().__init__()
         self.act = act
         self.in_channels, self.growth_rate = layer.in_channels, layer.growth_rate
-        norm2_foldable = layer.bottleneck and isinstance(layer.norm2, BATCH_NORMS)
+        norm2_foldable = (layer.bottleneck and isinstance(layer.norm2, BATCH_NORMS)
+                          and layer.norm2.affine)
         if relu_bn and layer.bottleneck:
             s, b = _affine(layer.norm1)
             lo, hi, shift = _clamp_bounds(s, b)
@@ -246,7 +247,9 @@ class InferenceDenseNet(nn.Module):
         self.channels_last = channels_last
         # Every tensor an activation sees here is fresh (a norm's or a conv's output).
         act = make_activation(spec.activation)()
-        relu_bn = spec.activation == Activation.relu and spec.norm.type == NormType.batch
+        # ReLU after an affine batch norm: folded into clamps and the next conv
+        relu_bn = (spec.activation.type == Activation.relu and spec.norm.type == NormType.batch
+                   and spec.norm.is_affine)
         feats = dict(model.features.named_children())
         names = list(feats)
         stem: list[nn.Module] = []
@@ -255,7 +258,7 @@ class InferenceDenseNet(nn.Module):
             name, mod = names[i], feats[names[i]]
             nxt = names[i + 1] if i + 1 < len(names) else ""
             if isinstance(mod, CONVS) and nxt.startswith("norm") and \
-                    isinstance(feats[nxt], BATCH_NORMS):
+                    isinstance(feats[nxt], BATCH_NORMS) and feats[nxt].affine:
                 stem.append(_conv(*_fold_after(mod, feats[nxt]), mod))
                 i += 2
                 continue

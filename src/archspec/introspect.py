@@ -194,7 +194,8 @@ def _blur_filter(pool: Any) -> int | None:
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_ACTIVATIONS = ((nn.ReLU, "relu"), (nn.SiLU, "silu"), (nn.GELU, "gelu"))
+_ACTIVATIONS = ((nn.ReLU, "relu"), (nn.SiLU, "silu"), (nn.GELU, "gelu"), (nn.Mish, "mish"),
+                (nn.LeakyReLU, "leaky_relu"), (nn.ELU, "elu"))
 
 
 def _input(channels: int, dims: int, stem: str) -> dict[str, Any]:
@@ -222,25 +223,42 @@ def _refuse_channel_dropout(blocks: list) -> None:
 
 
 def _norm(model: nn.Module) -> dict[str, Any]:
-    """The spec's norm: the first normalisation module decides; one archspec cannot
-    express is a SpecError naming it."""
+    """The spec's norm: the first normalisation module decides, with the arguments that
+    differ from torch's defaults; one archspec cannot express is a SpecError naming it."""
     for name, m in model.named_modules():
         if isinstance(m, _BATCH_NORMS + (nn.SyncBatchNorm,)):
-            if not (m.affine and m.track_running_stats):
-                raise _fail(f"{name} is {type(m).__name__} without "
-                            f"{'affine parameters' if not m.affine else 'running statistics'}"
-                            "; archspec's batch norm has both")
-            return {"type": "batch"}
+            if not m.track_running_stats or m.momentum is None:
+                raise _fail(f"{name} is {type(m).__name__} without running statistics "
+                            "or with a cumulative average (momentum=None); archspec's "
+                            "batch norm keeps an exponential one")
+            return _norm_arguments({"type": "batch"}, m, momentum=m.momentum)
         if isinstance(m, nn.GroupNorm):
-            return {"type": "group", "groups": m.num_groups}
-        if isinstance(m, (nn.modules.instancenorm._InstanceNorm, nn.LayerNorm,
-                          nn.LocalResponseNorm)):
-            raise _fail(f"{name} is {type(m).__name__}; archspec's norms are batch and "
-                        "group norm")
+            return _norm_arguments({"type": "group", "groups": m.num_groups}, m)
+        if isinstance(m, nn.modules.instancenorm._InstanceNorm):
+            if m.track_running_stats:
+                raise _fail(f"{name} is {type(m).__name__} with running statistics; "
+                            "archspec's instance norm keeps none (torch's default)")
+            return _norm_arguments({"type": "instance"}, m)
+        if isinstance(m, (nn.LayerNorm, nn.LocalResponseNorm)):
+            raise _fail(f"{name} is {type(m).__name__}; archspec's norms are batch, group, "
+                        "instance and layer norm (GroupNorm with one group)")
     return {"type": "batch"}
 
 
-def _activation(model: nn.Module, layer: nn.Module) -> str:
+def _norm_arguments(norm: dict[str, Any], m: nn.Module, momentum: float = 0.1
+                    ) -> dict[str, Any]:
+    """The spec's eps, momentum and affine where they differ from torch's defaults."""
+    if m.eps != 1e-5:
+        norm["eps"] = float(m.eps)
+    if momentum != 0.1:
+        norm["momentum"] = float(momentum)
+    default_affine = norm["type"] != "instance"
+    if bool(m.affine) != default_affine:
+        norm["affine"] = bool(m.affine)
+    return norm
+
+
+def _activation(model: nn.Module, layer: nn.Module) -> Any:
     """The activation of the first dense layer (``relu1``; timm keeps it in ``norm1.act``):
     one archspec names, or a SpecError naming it (MONAI's Swish, a PReLU...), never a
     guess, since an activation holds no parameter that a shape check would catch."""
@@ -254,7 +272,23 @@ def _activation(model: nn.Module, layer: nn.Module) -> str:
                     "tell its activation")
     for cls, kind in _ACTIVATIONS:
         if type(act) is cls:
+            if kind == "gelu" and act.approximate != "none":
+                raise _fail(f"denselayer1.{where} is GELU(approximate={act.approximate!r}); "
+                            "archspec's gelu is the exact one")
+            if kind == "leaky_relu" and act.negative_slope != 0.01:
+                return {"type": kind, "negative_slope": float(act.negative_slope)}
+            if kind == "elu" and act.alpha != 1.0:
+                return {"type": kind, "alpha": float(act.alpha)}
             return kind
+    # MONAI's own modules for the same functions: Mish and MemoryEfficientSwish call
+    # F.mish and F.silu; Swish computes x * sigmoid(alpha * x), SiLU at alpha 1 (to
+    # rounding).
+    if type(act).__module__.startswith("monai."):
+        monai_kind = {"Mish": "mish", "MemoryEfficientSwish": "silu"}.get(type(act).__name__)
+        if type(act).__name__ == "Swish" and float(getattr(act, "alpha", 0.0)) == 1.0:
+            monai_kind = "silu"
+        if monai_kind:
+            return monai_kind
     raise _fail(f"denselayer1.{where} is {type(act).__module__}.{type(act).__name__}; "
                 "archspec's activations are "
                 + ", ".join(f"{kind} (nn.{cls.__name__})" for cls, kind in _ACTIVATIONS))

@@ -207,4 +207,6 @@ def _translate(err: dict, smap: SourceMap) -> Problem:
         expected = (f"{' or '.join(also)}, or {', '.join(options)}" if also
                     else f"one of {', '.join(options)}")
         return smap.problem(loc, f"expected {expected}; found {describe(found)}{hint}")
+    if kind == "value_error":  # the schema's own rules say what is wrong in full
+        return smap.problem(loc, str(ctx.get("error", err["msg"])))
     return smap.problem(loc, f"{err['msg']}, found {describe(found)}")

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from . import memory
 from .rules import blur_padding
-from .schema import Activation, NormSpec, NormType
+from .schema import Activation, ActivationSpec, NormSpec, NormType
 
 __all__ = ["Norm", "conv_type", "make_norm", "make_activation", "activate", "BlurPool2d",
            "DenseLayer", "DenseBlock", "Transition", "imagenet_stem", "cifar_stem",
@@ -39,30 +39,60 @@ def conv_type(dims: int) -> type:
     return _CONV[dims - 1]
 
 
+_INSTANCE_NORM = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+
+
 def make_norm(spec: NormSpec, dims: int = 2) -> Norm:
-    """channels -> the norm layer the spec asks for (the plan has checked group sizes)."""
+    """channels -> the norm layer the spec asks for (the plan has checked group sizes).
+    Arguments the spec does not give are torch's defaults."""
+    eps = {} if spec.eps is None else {"eps": spec.eps}
+    affine = spec.is_affine
     if spec.type == NormType.group:
-        return lambda c: nn.GroupNorm(spec.groups, c)
-    return _BATCH_NORM[dims - 1]
+        return lambda c: nn.GroupNorm(spec.groups, c, affine=affine, **eps)
+    if spec.type == NormType.layer:  # over all channels and positions of a sample
+        return lambda c: nn.GroupNorm(1, c, affine=affine, **eps)
+    if spec.type == NormType.instance:
+        instance = _INSTANCE_NORM[dims - 1]
+        return lambda c: instance(c, affine=affine, **eps)
+    batch = _BATCH_NORM[dims - 1]
+    if spec.momentum is not None:
+        eps["momentum"] = spec.momentum
+    if not eps and affine:
+        return batch  # the class itself, as torchvision passes it
+    return lambda c: batch(c, affine=affine, **eps)
 
 
-def make_activation(kind: Activation) -> Callable[[], nn.Module]:
+def make_activation(act: ActivationSpec) -> Callable[[], nn.Module]:
+    kind = act.type
     if kind == Activation.silu:
         return lambda: nn.SiLU(inplace=True)
     if kind == Activation.gelu:
         return nn.GELU  # no in-place variant
+    if kind == Activation.mish:
+        return lambda: nn.Mish(inplace=True)
+    if kind == Activation.leaky_relu:
+        return lambda: nn.LeakyReLU(act.argument, inplace=True)
+    if kind == Activation.elu:
+        return lambda: nn.ELU(act.argument, inplace=True)
     return lambda: nn.ReLU(inplace=True)
 
 
-def activate(kind: str, x: Tensor, inplace: bool) -> Tensor:
+def activate(kind: str, x: Tensor, inplace: bool, argument: float = 0.0) -> Tensor:
     """The functional activation for the head and the backbone taps. ``kind`` is the
     spec's value as a plain string, so forwards branch on it (TorchScript compiles that,
     where it cannot call a stored function) and FX names the node after the function
-    (``relu``, as in torchvision's graph). GELU has no in-place form."""
+    (``relu``, as in torchvision's graph); ``argument`` is leaky_relu's negative_slope or
+    elu's alpha. GELU has no in-place form."""
     if kind == "relu":
         return F.relu(x, inplace=inplace)
     if kind == "silu":
         return F.silu(x, inplace=inplace)
+    if kind == "mish":
+        return F.mish(x, inplace=inplace)
+    if kind == "leaky_relu":
+        return F.leaky_relu(x, argument, inplace=inplace)
+    if kind == "elu":
+        return F.elu(x, argument, inplace=inplace)
     return F.gelu(x)
 
 

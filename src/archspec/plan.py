@@ -208,10 +208,11 @@ class Plan:
 
     def _transition_recomputes(self, s: Stage) -> bool:
         """Whether the built transition recomputes under ``"max"`` (rules.py's rule)."""
-        return transition_recomputes(batch_norm=self.spec.norm.type == NormType.batch,
-                                     relu=self.spec.activation == Activation.relu,
-                                     # the direct average-pool backward is 2D
-                                     average_pool=not s.blur and self.dims == 2,
+        norm = self.spec.norm
+        return transition_recomputes(batch_norm=norm.type == NormType.batch and norm.is_affine,
+                                     relu=self.spec.activation.type == Activation.relu,
+                                     # the direct average-pool backward: 2D, 3D
+                                     average_pool=not s.blur and self.dims in (2, 3),
                                      dropout=s.drop_rate > 0)
 
     def stage(self, name: str) -> Stage:
@@ -237,8 +238,9 @@ class StageNotFound(KeyError):
         return str(self.args[0])
 
 
-def _bn(c: int) -> int:
-    return 2 * c  # affine norm (batch or group): weight and bias
+def _norm_params(affine: bool):
+    """channels -> parameters of one norm layer: weight and bias when affine, else none."""
+    return (lambda c: 2 * c) if affine else (lambda c: 0)
 
 
 def _as_written(value: Any) -> Any:
@@ -465,6 +467,7 @@ def plan(spec: DenseNetSpec) -> Plan:
                 f"blur pooling is 2D only; this net is {spec.input.dims}D (input.size has "
                 f"{spec.input.dims} entr{'y' if spec.input.dims == 1 else 'ies'}): set "
                 f"anti_alias.{key} to false")) for key in blurred])
+    _bn = _norm_params(spec.norm.is_affine)
     sizes = _Sizes(spec, n_blocks - 1)
     c_in, size = spec.input.channels, spec.input.spatial
     dims = len(size)
@@ -568,6 +571,8 @@ def plan(spec: DenseNetSpec) -> Plan:
         _check_group_norm(spec, stages, stem_widths)
     except SpecError as e:
         problems.extend(e.problems)
+    if spec.norm.type == NormType.instance and not size_problem:
+        problems.extend(_instance_norm_sizes(spec, stages))
 
     result = Plan(
         spec=spec, stem_type=stem_type, stem_channels=stem_channels, stem_widths=stem_widths,
@@ -624,6 +629,22 @@ def _check_group_norm(spec: DenseNetSpec, stages: Sequence[Stage],
         raise spec.source_map.error(("norm", "groups"), (
             f"group norm with {g} groups needs every normalised width divisible by {g}: "
             f"{shown}{more}"))
+
+
+def _instance_norm_sizes(spec: DenseNetSpec, stages: Sequence[Stage]) -> list[Problem]:
+    """Instance norm normalises each channel of each sample over its positions: on one
+    position the variance is 0 and torch refuses to run (in eval too, as it keeps no
+    running statistics). The last block's maps, which norm5 sees, are the smallest."""
+    last = stages[-1].in_size
+    if _volume(last) > 1:
+        return []
+    i = spec.input
+    names = "x".join(AXES[i.dims])
+    shape = "x".join(map(str, last))
+    return [spec.source_map.problem(("norm", "type"), (
+        f"instance norm needs more than one position per channel, and norm5 sees {shape} "
+        f"({names}) at input {i.channels}x{'x'.join(map(str, i.spatial))}: give a larger "
+        f"input, fewer transitions, or batch, group or layer norm"))]
 
 
 def _feature_info(stages: list[Stage], spec: DenseNetSpec, stem_conv_size: tuple[int, ...]

@@ -15,10 +15,11 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Literal, Optional, TypeVar, Union
 
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, model_serializer,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema,
+                      field_validator, model_serializer, model_validator)
 
-__all__ = ["StemType", "NormType", "Activation", "InputSpec", "StemSpec", "NormSpec",
+__all__ = ["StemType", "NormType", "Activation", "ActivationSpec", "ACTIVATION_ARGUMENTS",
+           "InputSpec", "StemSpec", "NormSpec",
            "AntiAliasSpec", "ExpectSpec", "DenseNetSpec", "json_schema",
            "AXES", "PerBlock", "MAX_LAYERS_PER_BLOCK", "MAX_BLOCKS", "NAME_PATTERN", "NAME_CHARS", "NAME_RULE", "MAX_NAME_LENGTH"]
 
@@ -71,6 +72,8 @@ class NormType(str, Enum):
 
     batch = "batch"
     group = "group"
+    instance = "instance"
+    layer = "layer"
 
 
 class Activation(str, Enum):
@@ -79,6 +82,13 @@ class Activation(str, Enum):
     relu = "relu"
     silu = "silu"
     gelu = "gelu"
+    leaky_relu = "leaky_relu"
+    elu = "elu"
+    mish = "mish"
+
+
+# Which arguments each activation takes, named as torch.nn's modules name them.
+ACTIVATION_ARGUMENTS = {Activation.leaky_relu: ("negative_slope",), Activation.elu: ("alpha",)}
 
 
 #: Names of the spatial axes for 1, 2 and 3 dimensions, as the messages print them.
@@ -166,14 +176,105 @@ class StemSpec(_Model):
 
 
 class NormSpec(_Model):
-    """Normalisation layers: batch norm (the paper's) or group norm."""
+    """Normalisation layers: batch norm (the paper's), group, instance or layer norm, with
+    the arguments torch.nn's modules take (``eps``, ``momentum``, ``affine``)."""
 
     type: NormType = Field(NormType.batch, strict=False,
-                           description="`batch` (BatchNorm2d, the paper's) or `group` "
+                           description="`batch` (BatchNorm1d/2d/3d, the paper's), `group` "
                                        "(GroupNorm; every normalised width must be divisible "
-                                       "by `groups`).")
+                                       "by `groups`), `instance` (InstanceNorm1d/2d/3d: each "
+                                       "sample and channel over its positions, no running "
+                                       "statistics) or `layer` (GroupNorm with one group: "
+                                       "each sample over all its channels and positions).")
     groups: int = Field(32, ge=1, le=_MAX_WIDTH,
-                        description="Number of groups for group norm (ignored for batch).")
+                        description="Number of groups for group norm (ignored by the others).")
+    eps: Optional[float] = Field(
+        None, gt=0.0, le=1.0, allow_inf_nan=False,
+        description="Added to the variance for numerical stability. Default: torch's, 1e-5.")
+    momentum: Optional[float] = Field(
+        None, ge=0.0, le=1.0, allow_inf_nan=False,
+        description="Batch norm only: the running statistics' update rate. Default: "
+                    "torch's, 0.1.")
+    affine: Optional[bool] = Field(
+        None, description="Learned per-channel scale and shift (2 parameters a channel). "
+                          "Default: true, but false for instance norm (torch's and MONAI's "
+                          "default).")
+
+    @field_validator("momentum")
+    @classmethod
+    def _momentum_is_batch_norms(cls, v, info):
+        if v is not None and info.data.get("type") not in (None, NormType.batch):
+            raise ValueError("momentum is batch norm's (the others keep no running "
+                             "statistics); remove it")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _unset_arguments_unsaid(self, handler):
+        # A spec that does not give eps, momentum or affine reads, dumps and hashes as it
+        # did before these arguments existed.
+        out = handler(self)
+        for key in ("eps", "momentum", "affine"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
+
+    @property
+    def is_affine(self) -> bool:
+        """Whether the norm layers have a learned scale and shift."""
+        return self.affine if self.affine is not None else self.type != NormType.instance
+
+
+class ActivationSpec(_Model):
+    """An activation and its arguments. Written as its name alone (``relu``) or, with
+    arguments, as a mapping (``{type: leaky_relu, negative_slope: 0.1}``)."""
+
+    type: Activation = Field(strict=False, description="The activation's name.")
+    negative_slope: Optional[float] = Field(
+        None, ge=0.0, le=1000.0, allow_inf_nan=False,
+        description="leaky_relu only: the slope for negative inputs. Default: torch's, 0.01.")
+    alpha: Optional[float] = Field(
+        None, gt=0.0, le=1000.0, allow_inf_nan=False,
+        description="elu only: the value it tends to for very negative inputs. Default: "
+                    "torch's, 1.0.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_alone(cls, data):
+        return {"type": data} if isinstance(data, str) else data
+
+    @field_validator("negative_slope", "alpha")
+    @classmethod
+    def _argument_of_its_activation(cls, v, info):
+        kind = info.data.get("type")
+        if v is not None and kind is not None and \
+                info.field_name not in ACTIVATION_ARGUMENTS.get(kind, ()):
+            takes = ACTIVATION_ARGUMENTS.get(kind)
+            raise ValueError(f"{kind.value} takes " + (
+                f"{', '.join(takes)}, not {info.field_name}" if takes
+                else f"no arguments; {info.field_name} is "
+                     + next(k.value for k, a in ACTIVATION_ARGUMENTS.items()
+                            if info.field_name in a) + "'s"))
+        return v
+
+    @model_serializer(mode="wrap")
+    def _name_when_plain(self, handler):
+        out = {k: v for k, v in handler(self).items() if v is not None}
+        return out["type"] if len(out) == 1 else out
+
+    @property
+    def value(self) -> str:
+        """The activation's name (as Activation.value)."""
+        return self.type.value
+
+    @property
+    def argument(self) -> float:
+        """Its one argument, torch's default where the spec gives none (0.0 for the
+        activations without one): what the model's functional forms take."""
+        if self.type == Activation.leaky_relu:
+            return 0.01 if self.negative_slope is None else self.negative_slope
+        if self.type == Activation.elu:
+            return 1.0 if self.alpha is None else self.alpha
+        return 0.0
 
 
 class AntiAliasSpec(_Model):
@@ -195,6 +296,18 @@ class ExpectSpec(_Model):
         None, ge=1, description="Channels entering the classifier (after the last block).")
 
 
+# The JSON Schema editors see: a name, or a mapping with the name and its arguments.
+_ACTIVATION_NAMES = {"type": "string", "enum": [a.value for a in Activation]}
+_ACTIVATION_JSON_SCHEMA = {"anyOf": [_ACTIVATION_NAMES, {
+    "type": "object", "additionalProperties": False, "required": ["type"],
+    "properties": {
+        "type": _ACTIVATION_NAMES,
+        "negative_slope": {"type": "number", "minimum": 0, "maximum": 1000,
+                           "description": "leaky_relu only (default 0.01)"},
+        "alpha": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000,
+                  "description": "elu only (default 1.0)"}}}]}
+
+
 class DenseNetSpec(_Model):
     """A DenseNet (Huang et al., CVPR 2017): dense blocks joined by transition layers."""
 
@@ -204,7 +317,9 @@ class DenseNetSpec(_Model):
     source: str = Field("", max_length=10_000,
                         description="Where the variant comes from: paper table and column, "
                                     "or a library.")
-    input: InputSpec = Field(default_factory=InputSpec, description="Input image size.")
+    input: InputSpec = Field(default_factory=InputSpec,
+                             description="The input: channels, and height/width (2D) or "
+                                         "size [L] (1D) or [D, H, W] (3D).")
     stem: StemSpec = Field(default_factory=StemSpec, description="The stem.")
     growth_rate: PerBlock[_Growth] = Field(
         description="k: channels each dense layer adds. One number, or one per block.")
@@ -235,8 +350,12 @@ class DenseNetSpec(_Model):
                     "it). The paper uses 0.2 without data augmentation. One value, or one "
                     "per block (a transition uses the rate of the block before it).")
     norm: NormSpec = Field(default_factory=NormSpec, description="Normalisation layers.")
-    activation: Activation = Field(Activation.relu, strict=False,
-                                   description="`relu` (the paper's), `silu` or `gelu`.")
+    activation: Annotated[ActivationSpec, WithJsonSchema(_ACTIVATION_JSON_SCHEMA)] = Field(
+        ActivationSpec(type=Activation.relu),
+        description="`relu` (the paper's), `silu`, `gelu`, `mish`, `leaky_relu` or `elu`; "
+                    "with arguments as a mapping: `{type: leaky_relu, negative_slope: "
+                    "0.1}` (torch's default slope 0.01), `{type: elu, alpha: 0.5}` "
+                    "(default 1.0).")
     anti_alias: AntiAliasSpec = Field(default_factory=AntiAliasSpec,
                                       description="Blur pooling in the stem and transitions.")
     num_classes: int = Field(1000, ge=0, le=1_000_000,

@@ -20,7 +20,7 @@ fast path                 private API                         public fallback
 ``batch_statistics``      ``NativeBatchNormBackward0``'s      backward recomputes the batch
                           ``_saved_result1/2`` (the forward's statistics
                           mean and invstd)
-``avg_pool_backward``     ``aten.avg_pool2d_backward``        autograd through the recomputed
+``avg_pool_backward``     ``aten.avg_pool2d/3d_backward``     autograd through the recomputed
                                                               transition
 ``sync_batch_norm``       ``nn.modules._functions.            blocks holding a SyncBatchNorm
                           SyncBatchNorm`` (its backward,      take the plain path
@@ -71,7 +71,7 @@ PATHS: dict[str, _Path] = {
                               "NativeBatchNormBackward0 node",
                               "statistics recomputed in backward (same gradients, one "
                               "more pass per norm)"),
-    "avg_pool_backward": _Path("torch.ops.aten.avg_pool2d_backward",
+    "avg_pool_backward": _Path("torch.ops.aten.avg_pool2d_backward and avg_pool3d_backward",
                                "autograd through the recomputed transition (same "
                                "gradients)"),
     "sync_batch_norm": _Path("torch.nn.modules._functions.SyncBatchNorm and "
@@ -125,6 +125,10 @@ def _threshold_backward(grad: Tensor, z: Tensor, threshold: float) -> Tensor:
 
 def _avg_pool2d_backward(*args):
     return torch.ops.aten.avg_pool2d_backward(*args)
+
+
+def _avg_pool3d_backward(*args):
+    return torch.ops.aten.avg_pool3d_backward(*args)
 
 
 def _batch_norm_elemt(*args):
@@ -212,7 +216,12 @@ def relu_backward(grad_z: Tensor, z: Tensor) -> Tensor:
 
 def avg_pool_backward(grad_y: Tensor, like: Tensor, kernel_size, stride, padding,
                       ceil_mode: bool, count_include_pad: bool, divisor_override) -> Tensor:
-    """avg_pool2d's backward; ``like`` stands in for its input (only its geometry is read)."""
+    """avg_pool2d's or avg_pool3d's backward (by ``like``'s rank); ``like`` stands in for
+    its input (only its geometry is read)."""
+    if like.dim() == 5:
+        return _avg_pool3d_backward(grad_y, like, _triple(kernel_size), _triple(stride),
+                                    _triple(padding), ceil_mode, count_include_pad,
+                                    divisor_override)
     return _avg_pool2d_backward(grad_y, like, _pair(kernel_size), _pair(stride),
                                 _pair(padding), ceil_mode, count_include_pad,
                                 divisor_override)
@@ -276,6 +285,10 @@ def sync_batch_norm_backward(x: Tensor, weight: Optional[Tensor], record: SyncSt
 
 def _pair(v) -> list[int]:
     return list(v) if isinstance(v, (tuple, list)) else [v, v]
+
+
+def _triple(v) -> list[int]:
+    return list(v) if isinstance(v, (tuple, list)) else [v, v, v]
 
 
 _UNIT_VARIANCE: dict = {}
@@ -385,12 +398,18 @@ def _check_batch_statistics(device: torch.device) -> Optional[str]:
 
 
 def _check_avg_pool_backward(device: torch.device) -> Optional[str]:
-    x, g = _data(2, 3, 6, 6, device=device), _data(2, 3, 3, 3, device=device, phase=1.0)
-    fast = avg_pool_backward(g, torch.empty_like(x), 2, 2, 0, False, True, None)
-    xr = x.clone().requires_grad_()
-    with torch.enable_grad():
-        public = torch.autograd.grad(F.avg_pool2d(xr, 2, 2), xr, g)
-    return _disagree((fast,), public)
+    # images and volumes: the transitions of 2D and 3D nets
+    for shape, pool in (((2, 3, 6, 6), F.avg_pool2d), ((2, 3, 4, 6, 6), F.avg_pool3d)):
+        x = _data(*shape, device=device)
+        g = _data(*shape[:2], *[n // 2 for n in shape[2:]], device=device, phase=1.0)
+        fast = avg_pool_backward(g, torch.empty_like(x), 2, 2, 0, False, True, None)
+        xr = x.clone().requires_grad_()
+        with torch.enable_grad():
+            public = torch.autograd.grad(pool(xr, 2, 2), xr, g)
+        wrong = _disagree((fast,), public)
+        if wrong:
+            return f"{pool.__name__}: {wrong}"
+    return None
 
 
 def _check_sync_batch_norm(device: torch.device) -> Optional[str]:

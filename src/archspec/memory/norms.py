@@ -103,8 +103,8 @@ def trains_batch_norm(norm: nn.Module) -> bool:
     """A training BatchNorm with affine parameters and running statistics: what the direct
     backward computes. A SyncBatchNorm qualifies when it did not synchronise: then it ran
     F.batch_norm, as BatchNorm2d does."""
-    return (type(norm) in (nn.BatchNorm2d, nn.SyncBatchNorm) and norm.training
-            and norm.affine and norm.track_running_stats)
+    return (type(norm) in _BATCH_NORMS and norm.training and norm.affine
+            and norm.track_running_stats and norm.momentum is not None)
 
 
 def distributed() -> bool:
@@ -113,9 +113,9 @@ def distributed() -> bool:
 
 def keeps_statistics(norm: nn.Module, x: Tensor) -> bool:
     """Whether the forward records this norm's batch statistics for the direct backward
-    to reuse: a training BatchNorm2d on the CPU. On CUDA the backward recomputes them,
+    to reuse: a training BatchNorm1d/2d/3d on the CPU. On CUDA the backward recomputes them,
     since cuDNN's inference and training kernels need not agree to the bit."""
-    return (type(norm) is nn.BatchNorm2d and x.device.type == "cpu"
+    return (type(norm) in _BATCH_NORMS[:3] and x.device.type == "cpu"
             and trains_batch_norm(norm) and kernels.usable("batch_statistics", x.device))
 
 

@@ -35,7 +35,8 @@ def forward(t: nn.Module, x: Tensor) -> Optional[Tensor]:
         return None
     if not transition_recomputes(batch_norm=trains_batch_norm(t.norm),
                                  relu=type(t.relu) is nn.ReLU,
-                                 average_pool=type(t.pool) is nn.AvgPool2d,
+                                 # (the direct backward's pool kernels: 2D, 3D)
+                                 average_pool=type(t.pool) in (nn.AvgPool2d, nn.AvgPool3d),
                                  dropout=hasattr(t, "drop")):
         return None
     if isinstance(t.norm, nn.SyncBatchNorm) and distributed():
