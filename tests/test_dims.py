@@ -436,3 +436,109 @@ def test_norms_and_activations_with_arguments_everywhere(norm, act):
                                    rtol=0, atol=0)
         torch.testing.assert_close(archspec.optimize_for_inference(model)(x), ref,
                                    rtol=1e-4, atol=1e-5)
+
+
+# --- starting points from 2D ImageNet checkpoints (opted into, listed in the report) -------
+
+def test_inflated_kernel_sees_a_volume_as_the_2d_kernel_sees_each_slice():
+    from archspec.weights import inflate_kernel
+
+    g = torch.Generator().manual_seed(0)
+    w2 = torch.randn(4, 3, 3, 3, generator=g)
+    w3 = inflate_kernel(w2, (4, 3, 3, 3, 3))
+    assert w3.shape == (4, 3, 3, 3, 3)
+    image = torch.randn(1, 3, 10, 10, generator=g)
+    volume = image.unsqueeze(2).expand(1, 3, 8, 10, 10)  # the image repeated along depth
+    out2 = torch.nn.functional.conv2d(image, w2, padding=1)
+    out3 = torch.nn.functional.conv3d(volume, w3, padding=1)
+    for d in range(1, 7):  # away from the depth borders, which see zero padding
+        torch.testing.assert_close(out3[:, :, d], out2, rtol=1e-5, atol=1e-5)
+
+
+def test_a_2d_kernel_into_1d_sums_over_the_removed_axis():
+    from archspec.weights import inflate_kernel
+
+    g = torch.Generator().manual_seed(1)
+    w2 = torch.randn(4, 3, 3, 3, generator=g)
+    w1 = inflate_kernel(w2, (4, 3, 3))
+    signal = torch.randn(1, 3, 12, generator=g)
+    image = signal.unsqueeze(-1).expand(1, 3, 12, 9)  # the signal repeated along width
+    out2 = torch.nn.functional.conv2d(image, w2, padding=1)
+    out1 = torch.nn.functional.conv1d(signal, w1, padding=1)
+    torch.testing.assert_close(out2[..., 4], out1, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 4, 7])
+def test_input_channels_are_adapted_by_timms_rule(channels):
+    from timm.models import adapt_input_conv
+
+    from archspec.weights import adapt_input_channels
+
+    w = torch.randn(8, 3, 7, 7, generator=torch.Generator().manual_seed(channels))
+    torch.testing.assert_close(adapt_input_channels(w, channels),
+                               adapt_input_conv(channels, w.clone()), rtol=0, atol=0)
+
+
+def test_an_imagenet_checkpoint_starts_a_volume_net_only_when_asked(tmp_path):
+    import torchvision
+
+    from archspec.weights import WeightsError
+
+    state = torchvision.models.densenet121().state_dict()
+    spec = archspec.load("densenet121-3d", overrides={"input.size": [32, 32, 32]})
+    with pytest.raises(WeightsError) as info:
+        archspec.build(spec, weights=state, drop_head=True)  # never silent
+    shown = str(info.value)
+    assert "stem, conv0: expected 64x1x7x7x7, found 64x3x7x7; a 2D kernel in a 3D net: " \
+        "adapt=('inflate',)" in shown and "adapt=('input_channels',)" in shown
+    model = archspec.build(spec, weights=state, drop_head=True,
+                           adapt=("inflate", "input_channels"))
+    w = model.features.conv0.weight
+    expected = state["features.conv0.weight"].sum(1, keepdim=True).unsqueeze(2) / 7
+    torch.testing.assert_close(w, expected.expand_as(w), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(model.features.norm5.weight, state["features.norm5.weight"])
+    # the report lists every adaptation
+    from archspec.builder import expected_state
+    from archspec.weights import compare
+
+    report, _ = compare(expected_state(archspec.plan(spec)), state, drop_head=True,
+                        adapt=("inflate", "input_channels"))
+    assert report.ok and len(report.adapted) == 120
+    assert ("features.conv0.weight", "64x3x7x7 inflated to 64x3x7x7x7 (I3D); input "
+            "channels 3 -> 1 (timm's adapt_input_conv)") in report.adapted
+    with pytest.raises(ValueError, match="unknown adaptation 'stretch'"):
+        compare(expected_state(archspec.plan(spec)), state, adapt=("stretch",))
+
+
+def test_check_weights_and_build_take_adapt_on_the_command_line(tmp_path, capsys):
+    import torchvision
+
+    from archspec.cli import main
+
+    ckpt = tmp_path / "tv.pth"
+    torch.save(torchvision.models.densenet121().state_dict(), ckpt)
+    args = ["check-weights", "densenet121", str(ckpt), "--drop-head", "--set",
+            "input.size=[256]", "--set", "input.channels=2"]
+    assert main(args) == 1
+    assert main(args + ["--adapt", "inflate", "--adapt", "input_channels"]) == 0
+    out = capsys.readouterr().out
+    assert "loads into densenet121" in out and "120 adapted" in out
+    assert main(["build", "densenet121", "--set", "input.size=[256]", "--weights",
+                 str(ckpt), "--drop-head", "--adapt", "inflate", "-o",
+                 str(tmp_path / "d1.pt")]) == 0
+
+
+@pytest.mark.slow  # dynamo tracing: seconds per model
+@pytest.mark.parametrize("size", [[32], [8, 8, 8]])
+def test_compile_fullgraph_in_1d_and_3d_eval_and_memory_efficient_training(size):
+    model = archspec.build(small(size), seed=0)
+    x = torch.randn(2, 2, *size, generator=torch.Generator().manual_seed(0))
+    compiled = torch.compile(model.eval(), fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+    eager, frugal = copy.deepcopy(model).train(), copy.deepcopy(model).train()
+    frugal.set_grad_checkpointing(True)
+    eager(x).square().sum().backward()
+    torch.compile(frugal, fullgraph=True, backend="aot_eager")(x).square().sum().backward()
+    for a, b in zip(eager.parameters(), frugal.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)

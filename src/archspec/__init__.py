@@ -67,15 +67,19 @@ def build(spec: "DenseNetSpec | Plan | str | _os.PathLike", *,
           weights: "str | _os.PathLike | _typing.Mapping[str, torch.Tensor] | None" = None,
           drop_head: bool = False, features_only: bool = False,
           out_indices: "_typing.Sequence[int] | None" = None,
-          overrides: "_typing.Mapping[str, _typing.Any] | None" = None) -> "torch.nn.Module":
+          overrides: "_typing.Mapping[str, _typing.Any] | None" = None,
+          adapt: "_typing.Sequence[str]" = ()) -> "torch.nn.Module":
     """Build the nn.Module a spec describes (a DenseNet, or with ``features_only`` a
     backbone returning feature maps).
 
     ``spec``: a DenseNetSpec, a Plan, a zoo name or a path. ``seed`` gives bitwise
     torchvision's initialisation for that seed without touching the global RNG;
     ``device``/``dtype`` move the model after it is initialised on the CPU; ``weights`` is a
-    checkpoint path or a state_dict (torchvision, timm or archspec keys; ``drop_head``
-    keeps the new classifier); ``allow_large`` skips the resource guard; ``overrides``
+    checkpoint path or a state_dict (torchvision, timm, MONAI or archspec keys;
+    ``drop_head`` keeps the new classifier; ``adapt`` opts into changing tensors to fit:
+    ``"inflate"`` a 2D checkpoint's kernels into a 1D or 3D net, ``"input_channels"`` the
+    first conv to the spec's input channels, each listed in the weights report);
+    ``allow_large`` skips the resource guard; ``overrides``
     ({key.path: value}) make a variant of a named or file spec. See
     :func:`archspec.builder.build`.
     """
@@ -84,7 +88,7 @@ def build(spec: "DenseNetSpec | Plan | str | _os.PathLike", *,
 
     return _build(spec, device=device, dtype=dtype, seed=seed, allow_large=allow_large,
                   weights=weights, drop_head=drop_head, features_only=features_only,
-                  out_indices=out_indices, overrides=overrides)
+                  out_indices=out_indices, overrides=overrides, adapt=adapt)
 
 
 def from_module(model: "torch.nn.Module", *, name: "str | None" = None,

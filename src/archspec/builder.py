@@ -85,13 +85,14 @@ class DenseNet(nn.Module):
     def __init__(self, spec: DenseNetSpec | Plan | str | os.PathLike, *,
                  overrides: Mapping[str, Any] | None = None, seed: int | None = None,
                  weights: str | os.PathLike | Mapping[str, Tensor] | None = None,
-                 drop_head: bool = False, allow_large: bool = False):
+                 drop_head: bool = False, allow_large: bool = False,
+                 adapt: tuple[str, ...] | list[str] = ()):
         super().__init__()
         plan = _as_plan(spec, overrides)
         check_resources(plan, device="cpu", dtype_bytes=4, allow_large=allow_large)
         _seeded(seed, lambda: self._make(plan))
         if weights is not None:
-            _load_weights(self, weights, drop_head)
+            _load_weights(self, weights, drop_head, adapt)
 
     def _make(self, plan: Plan) -> None:
         self.plan = plan
@@ -257,13 +258,13 @@ class DenseNetFeatures(nn.Module):
                  out_indices: tuple[int, ...] | list[int] | None = None, *,
                  overrides: Mapping[str, Any] | None = None, seed: int | None = None,
                  weights: str | os.PathLike | Mapping[str, Tensor] | None = None,
-                 allow_large: bool = False):
+                 allow_large: bool = False, adapt: tuple[str, ...] | list[str] = ()):
         super().__init__()
         plan = _as_plan(spec, overrides)
         check_resources(plan, device="cpu", dtype_bytes=4, allow_large=allow_large)
         _seeded(seed, lambda: self._make(plan, out_indices))
         if weights is not None:  # a backbone has no classifier: the checkpoint's is left out
-            _load_weights(self, weights, True)
+            _load_weights(self, weights, True, adapt)
 
     def _make(self, plan: Plan, out_indices: Optional[Tuple[int, ...]]) -> None:
         info = list(plan.feature_info)
@@ -342,10 +343,11 @@ def _seeded(seed: Optional[int], make: Any) -> None:
         make()
 
 
-def _load_weights(model: nn.Module, weights: Any, drop_head: bool) -> None:
-    from .weights import load_weights  # remapping of torchvision and timm keys
+def _load_weights(model: nn.Module, weights: Any, drop_head: bool,
+                  adapt: tuple[str, ...] | list[str] = ()) -> None:
+    from .weights import load_weights  # remapping of torchvision, timm and MONAI keys
 
-    load_weights(model, weights, drop_head=drop_head)
+    load_weights(model, weights, drop_head=drop_head, adapt=tuple(adapt))
 
 
 def _as_plan(spec: Any, overrides: Optional[Mapping[str, Any]] = None) -> Plan:
@@ -368,7 +370,8 @@ def build(spec: DenseNetSpec | Plan | str | os.PathLike, *, device: Any = None,
           weights: str | os.PathLike | Mapping[str, Tensor] | None = None,
           drop_head: bool = False, features_only: bool = False,
           out_indices: tuple[int, ...] | list[int] | None = None,
-          overrides: Mapping[str, Any] | None = None) -> nn.Module:
+          overrides: Mapping[str, Any] | None = None,
+          adapt: tuple[str, ...] | list[str] = ()) -> nn.Module:
     """Build the nn.Module a spec describes.
 
     ``spec`` may be a DenseNetSpec, a Plan, a zoo name or a path; with a name or a path,
@@ -384,7 +387,10 @@ def build(spec: DenseNetSpec | Plan | str | os.PathLike, *, device: Any = None,
 
     ``weights``: a checkpoint file or a state_dict to load (archspec, torchvision or timm;
     old torchvision keys are remapped); it must fit exactly, except for the classifier
-    with ``drop_head``. Problems are raised as WeightsError in the spec's terms.
+    with ``drop_head``, and but for what ``adapt`` opts into (``"inflate"``: a 2D
+    checkpoint's kernels into a 1D or 3D net by I3D's rule; ``"input_channels"``: the
+    first conv to the spec's input channels, timm's rule). Problems are raised as
+    WeightsError in the spec's terms.
     ``features_only`` returns a DenseNetFeatures backbone whose forward gives the feature
     maps of ``plan.feature_info`` (``out_indices`` selects some of them).
     """
@@ -396,10 +402,10 @@ def build(spec: DenseNetSpec | Plan | str | os.PathLike, *, device: Any = None,
         check_resources(p, device=device, dtype_bytes=dtype_bytes, allow_large=allow_large)
     if features_only:  # allow_large=True: checked just above
         model: nn.Module = DenseNetFeatures(p, out_indices, seed=seed, weights=weights,
-                                            allow_large=True)
+                                            allow_large=True, adapt=adapt)
     else:
         model = DenseNet(p, seed=seed, weights=weights, drop_head=drop_head,
-                         allow_large=True)
+                         allow_large=True, adapt=adapt)
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model

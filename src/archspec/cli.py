@@ -219,6 +219,16 @@ def _with_weights(p: argparse.ArgumentParser, default: str = "") -> None:
                         + default)
     p.add_argument("--drop-head", action="store_true",
                    help="with --weights: keep the new classifier (another num_classes)")
+    _with_adapt(p)
+
+
+def _with_adapt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--adapt", action="append", choices=("inflate", "input_channels"),
+                   default=[],
+                   help="change the checkpoint's tensors to fit, listed in the report: "
+                        "inflate (a 2D checkpoint into a 1D or 3D spec, I3D's rule), "
+                        "input_channels (the first conv to the spec's input channels, "
+                        "timm's rule); repeatable")
 
 
 def _with_dtype(p: argparse.ArgumentParser) -> None:
@@ -471,7 +481,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     try:
         model = build(p, device=parse_device(args.device), dtype=parse_dtype(args.dtype),
                       seed=args.seed, allow_large=args.allow_large, weights=args.weights,
-                      drop_head=args.drop_head)
+                      drop_head=args.drop_head, adapt=args.adapt)
     except DeviceError as e:
         _err(f"archspec build: {e}")
         return EXIT_FAIL
@@ -537,7 +547,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .inference import optimize_for_inference
 
     model = build(p, seed=args.seed, allow_large=args.allow_large, weights=args.weights,
-                  drop_head=args.drop_head)
+                  drop_head=args.drop_head, adapt=args.adapt)
     optimized = args.optimize and OPTIMIZE_HELPS[fmt]
     if args.optimize and not optimized:
         _err("archspec export: --optimize: ONNX Runtime fuses the norms itself and runs the "
@@ -643,6 +653,7 @@ def _check_weights_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("checkpoint", metavar="CHECKPOINT")
     p.add_argument("--drop-head", action="store_true", help="ignore the classifier")
+    _with_adapt(p)
     p.add_argument("--all", action="store_true",
                    help=f"list every problem (default: the first {MAX_PROBLEMS_SHOWN})")
     _with_set(p)
@@ -665,7 +676,8 @@ def cmd_check_weights(args: argparse.Namespace) -> int:
     from .weights import WeightsError, compare, read_state_dict
 
     state = read_state_dict(args.checkpoint)
-    report, _ = compare(expected_state(p), state, args.checkpoint, drop_head=args.drop_head)
+    report, _ = compare(expected_state(p), state, args.checkpoint, drop_head=args.drop_head,
+                        adapt=args.adapt)
     verdict = "loads into" if report.ok else "does NOT load into"
     _out(f"{_shown_path(args.checkpoint)} {verdict} {p.name}: {report.summary()}")
     if not report.ok:

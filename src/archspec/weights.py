@@ -22,7 +22,8 @@ from torch import nn
 from .errors import Problem, SpecError
 
 __all__ = ["WeightsError", "WeightsReport", "read_state_dict", "check_declared_size",
-           "normalise_keys", "LAYOUTS", "in_layout",
+           "normalise_keys", "LAYOUTS", "in_layout", "ADAPTATIONS", "inflate_kernel",
+           "adapt_input_channels",
            "spec_terms", "compare", "load_weights"]
 
 # torchvision's pattern for pre-0.3 checkpoints: 'norm.1' -> 'norm1', 'conv.2' -> 'conv2'
@@ -62,6 +63,10 @@ class WeightsReport:
     # tensors whose values would not survive the copy: complex (the imaginary part),
     # booleans or integers where the model holds floating point (and the reverse)
     lossy: list[tuple[str, str, str]] = field(default_factory=list)
+    # tensors changed to fit, each opted into (``adapt``): key, what was done
+    adapted: list[tuple[str, str]] = field(default_factory=list)
+    # what an adaptation not asked for would do about a mismatch: key -> message tail
+    hints: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -69,8 +74,8 @@ class WeightsReport:
                     or self.lossy)
 
     def problems(self) -> list[Problem]:
-        out = [Problem(f"expected {_shape(e)}, found {_shape(f)}", self.checkpoint, 0, 0,
-                       spec_terms(k)) for k, e, f in self.mismatched]
+        out = [Problem(f"expected {_shape(e)}, found {_shape(f)}{self.hints.get(k, '')}",
+                       self.checkpoint, 0, 0, spec_terms(k)) for k, e, f in self.mismatched]
         out += [Problem("missing from the checkpoint", self.checkpoint, 0, 0, spec_terms(k))
                 for k in self.missing]
         out += [Problem(f"in the checkpoint but not in the spec (key {k})", self.checkpoint,
@@ -90,6 +95,10 @@ class WeightsReport:
                          + (f" ({', '.join(self.layouts)})" if self.layouts else ""))
         if self.dropped_head:
             parts.append(f"classifier not loaded ({len(self.dropped_head)} tensors, drop_head)")
+        if self.adapted:
+            parts.append(f"{len(self.adapted)} adapted ("
+                         + "; ".join(f"{spec_terms(k)}: {how}" for k, how in self.adapted[:2])
+                         + ("; ..." if len(self.adapted) > 2 else "") + ")")
         for label, items in (("mismatched", self.mismatched), ("missing", self.missing),
                              ("unexpected", self.unexpected), ("ambiguous", self.ambiguous),
                              ("lossy", self.lossy)):
@@ -264,14 +273,101 @@ def in_layout(state: Mapping[str, torch.Tensor], layout: str, *, dims: int = 2
     return out
 
 
+#: What ``adapt=`` may do to a checkpoint's tensors so that they fit, each opted into:
+#: ``inflate``: a 2D checkpoint into a 1D or 3D network, every convolution kernel given
+#: the network's dimensions (inflate_kernel); ``input_channels``: the first convolution
+#: made to take the spec's input channels (adapt_input_channels).
+ADAPTATIONS = ("inflate", "input_channels")
+
+
+def inflate_kernel(weight: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A convolution kernel of another number of spatial dimensions, by I3D's rule
+    (Carreira and Zisserman, 2017): a new leading axis of extent k repeats the kernel k
+    times, divided by k, so the inflated conv on an input constant along that axis gives
+    the 2D conv's output (away from the borders); an axis removed (a 2D kernel into a 1D
+    net) is summed over, so the 1D conv on a signal gives the 2D conv's output on the
+    image that repeats the signal along the removed axis. ``shape`` is the target's."""
+    out, dims = weight, len(shape) - 2
+    while out.dim() - 2 > dims:  # remove the last spatial axis (width): sum over it
+        out = out.sum(dim=-1)
+    while out.dim() - 2 < dims:  # add a leading spatial axis (depth): repeat / extent
+        k = shape[2 + (dims - (out.dim() - 2)) - 1]
+        out = out.unsqueeze(2).repeat_interleave(k, dim=2) / k
+    return out
+
+
+def adapt_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
+    """The first convolution's kernel for ``channels`` inputs, by timm's
+    ``adapt_input_conv`` rule: one channel takes the sum of the RGB kernels (a gray image
+    gives the colour net's response to that gray); more channels repeat the kernels
+    cyclically and scale by in/channels, so the expected response keeps its size."""
+    have = weight.shape[1]
+    if channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeat = -(-channels // have)
+    reps = [1, repeat] + [1] * (weight.dim() - 2)
+    return weight.repeat(*reps)[:, :channels] * (have / channels)
+
+
+def _adapt(state: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+           adapt: tuple[str, ...], report: WeightsReport) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors with the opted-into adaptations applied where the shapes
+    call for them; each change is listed in ``report.adapted``."""
+    out = dict(state)
+    for key, found in state.items():
+        want = expected.get(key)
+        if want is None or tuple(found.shape) == tuple(want.shape) or found.dim() < 3 \
+                or not found.is_floating_point():
+            continue
+        value, how = found, []
+        if "inflate" in adapt and value.dim() != want.dim():
+            value = inflate_kernel(value, tuple(want.shape))
+            how.append(f"{_shape(tuple(found.shape))} inflated to "
+                       f"{_shape(tuple(value.shape))} (I3D)")
+        if "input_channels" in adapt and key == "features.conv0.weight" \
+                and value.shape[1] != want.shape[1] and value.shape[0] == want.shape[0]:
+            before = value.shape[1]
+            value = adapt_input_channels(value, want.shape[1])
+            how.append(f"input channels {before} -> {want.shape[1]} (timm's "
+                       "adapt_input_conv)")
+        if how and tuple(value.shape) == tuple(want.shape):
+            out[key] = value.to(found.dtype)
+            report.adapted.append((key, "; ".join(how)))
+    return out
+
+
+def _hint(found: tuple, want: tuple, key: str, adapt: tuple[str, ...]) -> str:
+    """What ``adapt`` would do about a mismatch it could fix, for the message."""
+    said = []
+    if len(found) >= 3 and len(found) != len(want) and "inflate" not in adapt:
+        said.append(f"a {len(found) - 2}D kernel in a {len(want) - 2}D net: "
+                    "adapt=('inflate',) (--adapt inflate) inflates it (I3D's rule)")
+    if key == "features.conv0.weight" and len(found) >= 3 and found[0] == want[0] \
+            and found[1] != want[1] and "input_channels" not in adapt:
+        said.append(f"{found[1]} input channels for the spec's {want[1]}: "
+                    "adapt=('input_channels',) (--adapt input_channels) adapts them")
+    return "".join(f"; {s}" for s in said)
+
+
 def compare(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: str = "<weights>",
-            *, drop_head: bool = False) -> tuple[WeightsReport, dict[str, torch.Tensor]]:
+            *, drop_head: bool = False, adapt: tuple[str, ...] | list[str] = ()
+            ) -> tuple[WeightsReport, dict[str, torch.Tensor]]:
     """Compare a checkpoint's tensors with ``model``'s; returns the report and the
-    normalised state to load (without the classifier when ``drop_head``)."""
+    normalised state to load (without the classifier when ``drop_head``; with the
+    ``adapt`` changes, ADAPTATIONS, made where a shape asks for them)."""
+    unknown = [a for a in adapt if a not in ADAPTATIONS]
+    if unknown:
+        raise ValueError(f"unknown adaptation {unknown[0]!r}: choose from "
+                         + ", ".join(ADAPTATIONS))
     state, renamed, ambiguous, layouts = _normalise(state)
     expected = model.state_dict()
     report = WeightsReport(checkpoint, remapped=renamed, ambiguous=sorted(ambiguous.items()),
                            layouts=layouts)
+    if adapt:
+        state = _adapt(state, expected, tuple(adapt), report)
+    report.hints = {k: _hint(tuple(v.shape), tuple(expected[k].shape), k, tuple(adapt))
+                    for k, v in state.items()
+                    if k in expected and tuple(v.shape) != tuple(expected[k].shape)}
     if drop_head:
         report.dropped_head = [k for k in state if k.startswith(_HEAD_PREFIX)]
         state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIX)}
@@ -292,10 +388,12 @@ def compare(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: str = 
 
 
 def load_weights(model: nn.Module, weights: str | os.PathLike | Mapping[str, torch.Tensor],
-                 *, drop_head: bool = False) -> WeightsReport:
+                 *, drop_head: bool = False, adapt: tuple[str, ...] | list[str] = ()
+                 ) -> WeightsReport:
     """Load a checkpoint file, or a state_dict already in memory, into ``model`` strictly
-    (but for the head with ``drop_head``); WeightsError listing every problem in the
-    spec's terms if it does not fit."""
+    (but for the head with ``drop_head``; with ``adapt``'s changes, ADAPTATIONS, where
+    the shapes call for them); WeightsError listing every problem in the spec's terms if
+    it does not fit."""
     if isinstance(weights, Mapping):
         for wrapper in _WRAPPERS:  # {"state_dict": ...} as a checkpoint file may hold it
             if isinstance(weights.get(wrapper), Mapping):
@@ -308,7 +406,7 @@ def load_weights(model: nn.Module, weights: str | os.PathLike | Mapping[str, tor
         state, where = dict(weights), "<state_dict>"
     else:
         state, where = read_state_dict(weights), os.fspath(weights)
-    report, state = compare(model, state, where, drop_head=drop_head)
+    report, state = compare(model, state, where, drop_head=drop_head, adapt=adapt)
     if not report.ok:
         raise WeightsError(report.problems())
     model.load_state_dict(state, strict=not drop_head)
