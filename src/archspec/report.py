@@ -71,6 +71,22 @@ def shape_names(plan: Plan) -> str:
     return "x".join(("C", *AXES[plan.dims]))
 
 
+def _written(plan: Plan, key: str) -> str:
+    """A setting as the spec writes it, on one line: ``batch``, ``{type: leaky_relu,
+    negative_slope: 0.2}``; group norm with its groups, as before arguments existed."""
+    value = plan.spec.model_dump(mode="json")[key]
+    if key == "norm":
+        extra = {k: v for k, v in value.items() if k not in ("type", "groups")}
+        name = value["type"] + (f" ({value['groups']} groups)" if value["type"] == "group"
+                                else "")
+        return name + ("" if not extra else " " + ", ".join(f"{k}={v}"
+                                                             for k, v in extra.items()))
+    if isinstance(value, str):
+        return value
+    return value["type"] + " " + ", ".join(f"{k}={v}" for k, v in value.items()
+                                           if k != "type")
+
+
 def _split(shape: Sequence[int]) -> tuple[int, tuple[int, ...]]:
     return shape[0], tuple(shape[1:])
 
@@ -168,6 +184,12 @@ def plan_dict(plan: Plan, *, layers: bool = False) -> dict:
         "drop_rate": plain(plan.drop_rate),
         "norm": plan.spec.norm.type.value,
         "activation": plan.spec.activation.value,
+        # the arguments as written (absent: torch's defaults); the names above stay strings
+        "norm_arguments": {k: v for k, v in plan.spec.norm.model_dump(mode="json").items()
+                           if k not in ("type", "groups")},
+        "activation_arguments": {k: v for k, v in plan.spec.activation.model_dump(
+            mode="python", exclude_none=True).items() if k != "type"}
+        if not isinstance(plan.spec.activation.model_dump(), str) else {},
         "num_classes": plan.num_classes,
         "feature_info": [dict(f) for f in plan.feature_info],
         "stages": [stage_dict(s, layers=layers) for s in plan.stages],
@@ -347,8 +369,8 @@ def _diff_settings(a: Plan, b: Plan) -> list[tuple[str, object, object]]:
                f"{b.stem_type.value} {b.stem_channels}"),
               ("input", "x".join(map(str, a.input_shape)), "x".join(map(str, b.input_shape))),
               ("num_classes", a.num_classes, b.num_classes),
-              ("norm", a.spec.norm.type.value, b.spec.norm.type.value),
-              ("activation", a.spec.activation.value, b.spec.activation.value),
+              ("norm", _written(a, "norm"), _written(b, "norm")),
+              ("activation", _written(a, "activation"), _written(b, "activation")),
               ("anti_alias", _aa(a), _aa(b))]
 
 

@@ -240,7 +240,13 @@ class ActivationSpec(_Model):
     @model_validator(mode="before")
     @classmethod
     def _name_alone(cls, data):
-        return {"type": data} if isinstance(data, str) else data
+        if isinstance(data, str):
+            return {"type": data}
+        if not isinstance(data, dict):
+            raise ValueError("expected an activation's name (" + ", ".join(
+                a.value for a in Activation) + ") or a mapping such as {type: leaky_relu, "
+                "negative_slope: 0.1}")
+        return data
 
     @field_validator("negative_slope", "alpha")
     @classmethod
