@@ -542,3 +542,36 @@ def test_compile_fullgraph_in_1d_and_3d_eval_and_memory_efficient_training(size)
     torch.compile(frugal, fullgraph=True, backend="aot_eager")(x).square().sum().backward()
     for a, b in zip(eager.parameters(), frugal.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, size", [("densenet121-3d", [32, 32, 32]),
+                                        ("densenetblur121d", [64, 64])])
+def test_max_keeps_only_the_image_of_a_pooling_stem_and_the_plan_says_so(name, size):
+    """Under max a pooling stem keeps its input only (memory.stem): what is left is the
+    blocks' outputs, as the plan estimates; the gradients stay the plain model's."""
+    spec = archspec.load(name, overrides={"input.size": size})
+    p = archspec.plan(spec)
+    plain = archspec.build(spec, seed=0)
+    frugal = copy.deepcopy(plain)
+    frugal.set_grad_checkpointing("max")
+    x = torch.randn(2, *p.input_shape, generator=torch.Generator().manual_seed(0))
+    kept = {}
+    for label, model in (("plain", plain), ("max", frugal)):
+        params = {t.untyped_storage().data_ptr() for t in model.parameters()}
+        seen = {}
+
+        def pack(t):
+            if t.untyped_storage().data_ptr() not in params:
+                seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = model(x).square().sum()
+        loss.backward()
+        kept[label] = sum(seen.values())
+    for a, b in zip(plain.parameters(), frugal.parameters()):
+        assert torch.equal(a.grad, b.grad)
+    for a, b in zip(plain.buffers(), frugal.buffers()):
+        assert torch.equal(a, b)
+    assert kept["max"] < 0.08 * kept["plain"], kept
+    estimate = p.training_memory(2, memory_efficient="max", recomputation=False)
+    assert abs(estimate - kept["max"]) <= 0.05 * kept["max"], (estimate, kept)

@@ -25,9 +25,8 @@ from .canonical import canonical, content_hash
 from .files import write_atomic
 from .graph_mode import capturing
 from .loader import load, loads
-from .nn import (BATCH_NORMS, CONVS, DenseBlock, DenseLayer, Transition, activate,
-                 cifar_stem, deep_stem,
-                 imagenet_stem, make_activation, make_norm)
+from .nn import (BATCH_NORMS, CONVS, DenseBlock, DenseLayer, Features, Transition,
+                 activate, cifar_stem, deep_stem, imagenet_stem, make_activation, make_norm)
 from .plan import Plan, plan as make_plan
 from .resources import check_resources
 from .schema import AXES, DenseNetSpec, StemType
@@ -123,7 +122,7 @@ class DenseNet(nn.Module):
                     blur if stage.blur else None, spec.memory_efficient, dims)))
         head = plan.stages[-1]
         features.append(("norm5", norm(head.in_channels)))
-        self.features = nn.Sequential(OrderedDict(features))
+        self.features = Features(OrderedDict(features), spec.memory_efficient)
         self.num_features = head.in_channels
         self.num_classes = plan.num_classes
         self.classifier = _classifier(head.in_channels, plan.num_classes)
@@ -201,7 +200,7 @@ class DenseNet(nn.Module):
         level = "max" if enable is True and self.plan.spec.memory_efficient == "max" else enable
         self.grad_checkpointing = bool(enable)
         for m in self.modules():
-            if isinstance(m, (DenseBlock, Transition)):
+            if isinstance(m, (DenseBlock, Transition, Features)):
                 m.memory_efficient = level
 
 

@@ -10,7 +10,7 @@ activation, so module paths stay stable across specs; they hold no parameters.
 # modules' annotations, and TorchScript reads them; both need real types.
 from collections import OrderedDict
 from math import comb
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from . import memory
 from .rules import blur_padding
 from .schema import Activation, ActivationSpec, NormSpec, NormType
 
-__all__ = ["Norm", "conv_type", "make_norm", "make_activation", "activate", "BlurPool2d",
+__all__ = ["Norm", "conv_type", "make_norm", "Features", "make_activation", "activate", "BlurPool2d",
            "DenseLayer", "DenseBlock", "Transition", "imagenet_stem", "cifar_stem",
            "deep_stem"]
 
@@ -265,6 +265,35 @@ class Transition(nn.Sequential):
     @torch.jit.unused
     def _at_memory_level(self, x: Tensor) -> Optional[Tensor]:
         return memory.transition.forward(self, x)
+
+
+class Features(nn.Sequential):
+    """torchvision's ``features``: the stem's modules, the dense blocks and transitions,
+    norm5, run in order. Under ``memory_efficient: max`` an eager training forward runs a
+    pooling stem keeping only its input and recomputes it in backward (how:
+    archspec.memory.stem); every other forward is the Sequential's."""
+
+    # TorchScript types attributes it reads; this one (bool or "max") is read in eager only.
+    __jit_ignored_attributes__ = ["memory_efficient"]
+
+    def __init__(self, modules, memory_efficient=False):
+        super().__init__(modules)
+        self.memory_efficient = memory_efficient
+
+    def forward(self, x: Tensor) -> Tensor:
+        start = 0
+        if not torch.jit.is_scripting():
+            got = self._stem_at_memory_level(x)
+            if got is not None:  # the stem ran, recomputed in backward
+                x, start = got
+        for i, module in enumerate(self):
+            if i >= start:
+                x = module(x)
+        return x
+
+    @torch.jit.unused
+    def _stem_at_memory_level(self, x: Tensor) -> Optional[Tuple[Tensor, int]]:
+        return memory.stem.forward(self, x)
 
 
 def _stem_pool(channels: int, blur_filter: Optional[int], dims: int) -> nn.Module:

@@ -171,7 +171,7 @@ class Plan:
         and conv outputs and the pooled map, except under ``"max"``, where the paper's
         transition (BatchNorm, ReLU, average pool, no dropout) keeps only its input, the
         block's output. The stem keeps the image, its conv and norm outputs and the pooled
-        map. An estimate for the resource guard, within about 10% of what autograd keeps.
+        map; under ``"max"`` a pooling stem keeps the image only (memory.stem). An estimate for the resource guard, within about 10% of what autograd keeps.
         """
         if memory_efficient is None:
             memory_efficient = self.spec.memory_efficient
@@ -182,8 +182,12 @@ class Plan:
                 chw = _volume(self.stem_conv_size)
                 widths = sum(self.stem_widths) + s.out_channels
                 normed = 2 if self.stem_type != StemType.cifar else 1
-                total += (s.in_channels * hw + normed * widths * chw
-                          + s.activations)
+                rest = normed * widths * chw + s.activations
+                total += s.in_channels * hw
+                if memory_efficient == "max" and self.stem_type != StemType.cifar:
+                    transient = max(transient, rest)  # a pooling stem keeps its input only
+                else:
+                    total += rest
             elif s.kind == "block":
                 for lp in s.layers:
                     b = lp.bottleneck_channels or 0

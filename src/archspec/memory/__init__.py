@@ -5,6 +5,7 @@ for bit.
 - ``block``: a dense block's levels (shared feature storage, recomputation in backward,
   the checkpointed form under torch.compile); nn.DenseBlock calls ``block.forward``.
 - ``transition``: a transition under ``max``; nn.Transition calls ``transition.forward``.
+- ``stem``: a pooling stem under ``max``; nn.Features calls ``stem.forward``.
 - ``norms``: the norm functions the recomputation runs a layer with (record in the
   forward, replay in backward: BatchNorm, SyncBatchNorm's global statistics).
 - ``direct``: the backward from ATen's kernels, without an autograd graph per layer.
@@ -13,6 +14,6 @@ for bit.
 - ``replay``: RNG and autocast state, replayed in backward.
 """
 
-from . import block, transition
+from . import block, stem, transition
 
-__all__ = ["block", "transition"]
+__all__ = ["block", "stem", "transition"]
