@@ -614,6 +614,7 @@ def section_volumes(device: str, repeats: int, quick: bool) -> list[str]:
            + (" peak MB | peak ratio |" if peak else ""),
            "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if peak else "")]
     base = times["MONAI"]
+    step_ratio = {name: med(ts) / med(base) for name, ts in times.items()}
     for name, ts in times.items():
         cells = (f"| {name} | {med(ts) * 1e3:.0f} | {min(ts) * 1e3:.0f}-{max(ts) * 1e3:.0f} | "
                  f"{med(ts) / med(base):.3f}x | {saved[name] / 2**20:.1f} | "
@@ -639,6 +640,19 @@ def section_volumes(device: str, repeats: int, quick: bool) -> list[str]:
     base = times["MONAI eager"]
     out += [row(name, ts, base if name != "MONAI eager" else None, fmt="{:.0f}")
             for name, ts in times.items()]
+    # issue 21's targets, judged from the medians above
+    level = "archspec, memory_efficient: {}".format
+    checks = [
+        ("plain step <= 1.03x MONAI's", step_ratio[level("false")] <= 1.03),
+        ("`true`: saved <= 0.5x", saved[level("true")] <= 0.5 * saved["MONAI"]),
+        ("`true`: step <= 1.15x", step_ratio[level("true")] <= 1.15),
+        ("`max`: saved <= 0.2x", saved[level("max")] <= 0.2 * saved["MONAI"]),
+        ("`max`: step <= 1.3x", step_ratio[level("max")] <= 1.3),
+        ("optimize_for_inference faster than MONAI eager",
+         med(times["archspec optimize_for_inference"]) < med(base))]
+    out += ["", "Targets (issue 21), from the medians above: " + "; ".join(
+        f"{what}: {'met' if ok else 'NOT met'}" for what, ok in checks) + ". Times on a "
+        "shared 2-core machine spread by about 10% between runs (the min-max columns)."]
     return out
 
 
