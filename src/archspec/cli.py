@@ -266,7 +266,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _summary_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("specs", nargs="+", metavar="SPEC")
-    p.add_argument("--input", metavar="CxHxW", help="plan for another input size (CxL, CxHxW or CxDxHxW)")
+    p.add_argument("--input", metavar="CxHxW",
+                   help="plan for another input size (CxL, CxHxW or CxDxHxW)")
     p.add_argument("--layers", action="store_true", help="expand blocks into layers")
     p.add_argument("--batch", type=int, metavar="B",
                    help="also estimate the training memory (bytes of activations autograd "
@@ -508,7 +509,8 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
                    help="batch size of the traced and checked input (default 1)")
     p.add_argument("--dynamic-batch", action="store_true",
                    help="let the artefact take any batch size (checked at B and B+1)")
-    p.add_argument("--input", metavar="CxHxW", help="export for another input size (CxL, CxHxW or CxDxHxW)")
+    p.add_argument("--input", metavar="CxHxW",
+                   help="export for another input size (CxL, CxHxW or CxDxHxW)")
     _with_force(p)
     _with_format(p, ("text", "json"))
     _with_set(p)

@@ -19,6 +19,7 @@ from torch import nn
 
 from .errors import SpecError
 from .loader import loads
+from .nn import BATCH_NORMS, CONVS
 from .overrides import safe_name
 from .plan import plan as make_plan
 from .rules import deep_tiered_widths
@@ -77,12 +78,12 @@ def from_module(model: nn.Module, *, name: str | None = None,
                     "like torchvision's")
     children = dict(features.named_children())
     conv0 = children.get("conv0")
-    if not isinstance(conv0, _CONVS):
+    if not isinstance(conv0, CONVS):
         raise _fail("features.conv0 is not a Conv1d, Conv2d or Conv3d")
-    dims = _CONVS.index(type(conv0)) + 1 if type(conv0) in _CONVS else 2
+    dims = conv0.weight.dim() - 2
     pool0 = children.get("pool0")
     stem_widths = None
-    if isinstance(children.get("conv2"), _CONVS) and pool0 is not None:
+    if isinstance(children.get("conv2"), CONVS) and pool0 is not None:
         stem, stem_channels = "deep", children["conv2"].out_channels
         stem_widths = [conv0.out_channels, children["conv1"].out_channels]
     elif conv0.kernel_size == (7,) * dims and conv0.stride == (2,) * dims and pool0 is not None:
@@ -99,7 +100,7 @@ def from_module(model: nn.Module, *, name: str | None = None,
     growth, bn_sizes = [], []
     for b in blocks:
         first = _layer_modules(b.denselayer1)
-        bottleneck = isinstance(getattr(first, "conv2", None), _CONVS)
+        bottleneck = isinstance(getattr(first, "conv2", None), CONVS)
         k = first.conv2.out_channels if bottleneck else first.conv1.out_channels
         growth.append(k)
         if bottleneck and first.conv1.out_channels % k:
@@ -192,8 +193,6 @@ def _blur_filter(pool: Any) -> int | None:
     return None
 
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _ACTIVATIONS = ((nn.ReLU, "relu"), (nn.SiLU, "silu"), (nn.GELU, "gelu"), (nn.Mish, "mish"),
                 (nn.LeakyReLU, "leaky_relu"), (nn.ELU, "elu"))
 
@@ -226,7 +225,7 @@ def _norm(model: nn.Module) -> dict[str, Any]:
     """The spec's norm: the first normalisation module decides, with the arguments that
     differ from torch's defaults; one archspec cannot express is a SpecError naming it."""
     for name, m in model.named_modules():
-        if isinstance(m, _BATCH_NORMS + (nn.SyncBatchNorm,)):
+        if isinstance(m, BATCH_NORMS + (nn.SyncBatchNorm,)):
             if not m.track_running_stats or m.momentum is None:
                 raise _fail(f"{name} is {type(m).__name__} without running statistics "
                             "or with a cumulative average (momentum=None); archspec's "

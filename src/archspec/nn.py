@@ -20,46 +20,38 @@ from . import memory
 from .rules import blur_padding
 from .schema import Activation, ActivationSpec, NormSpec, NormType
 
-__all__ = ["Norm", "conv_type", "make_norm", "Features", "make_activation", "activate", "BlurPool2d",
-           "DenseLayer", "DenseBlock", "Transition", "imagenet_stem", "cifar_stem",
-           "deep_stem"]
+__all__ = ["Norm", "CONVS", "BATCH_NORMS", "make_norm", "Features", "make_activation",
+           "activate", "BlurPool2d", "DenseLayer", "DenseBlock", "Transition", "imagenet_stem",
+           "cifar_stem", "deep_stem"]
 
 Norm = Callable[[int], nn.Module]
 
 # The modules of 1, 2 and 3 spatial dimensions (dims - 1 indexes these).
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _MAX_POOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 _AVG_POOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
-CONVS, BATCH_NORMS, AVG_POOLS = _CONV, _BATCH_NORM, _AVG_POOL
-
-
-def conv_type(dims: int) -> type:
-    """nn.Conv1d, nn.Conv2d or nn.Conv3d."""
-    return _CONV[dims - 1]
-
-
 _INSTANCE_NORM = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 
 def make_norm(spec: NormSpec, dims: int = 2) -> Norm:
     """channels -> the norm layer the spec asks for (the plan has checked group sizes).
     Arguments the spec does not give are torch's defaults."""
-    eps = {} if spec.eps is None else {"eps": spec.eps}
+    kwargs = {} if spec.eps is None else {"eps": spec.eps}
     affine = spec.is_affine
     if spec.type == NormType.group:
-        return lambda c: nn.GroupNorm(spec.groups, c, affine=affine, **eps)
+        return lambda c: nn.GroupNorm(spec.groups, c, affine=affine, **kwargs)
     if spec.type == NormType.layer:  # over all channels and positions of a sample
-        return lambda c: nn.GroupNorm(1, c, affine=affine, **eps)
+        return lambda c: nn.GroupNorm(1, c, affine=affine, **kwargs)
     if spec.type == NormType.instance:
         instance = _INSTANCE_NORM[dims - 1]
-        return lambda c: instance(c, affine=affine, **eps)
-    batch = _BATCH_NORM[dims - 1]
+        return lambda c: instance(c, affine=affine, **kwargs)
+    batch = BATCH_NORMS[dims - 1]
     if spec.momentum is not None:
-        eps["momentum"] = spec.momentum
-    if not eps and affine:
+        kwargs["momentum"] = spec.momentum
+    if not kwargs and affine:
         return batch  # the class itself, as torchvision passes it
-    return lambda c: batch(c, affine=affine, **eps)
+    return lambda c: batch(c, affine=affine, **kwargs)
 
 
 def make_activation(act: ActivationSpec) -> Callable[[], nn.Module]:
@@ -132,7 +124,7 @@ class DenseLayer(nn.Module):
                  act: Callable[[], nn.Module] = lambda: nn.ReLU(inplace=True),
                  dims: int = 2):
         super().__init__()
-        conv = _CONV[dims - 1]
+        conv = CONVS[dims - 1]
         self.norm1 = norm(in_channels)
         self.relu1 = act()
         if bottleneck_channels is None:
@@ -246,7 +238,7 @@ class Transition(nn.Sequential):
         super().__init__()
         self.norm = norm(in_channels)
         self.relu = act()
-        self.conv = _CONV[dims - 1](in_channels, out_channels, kernel_size=1, bias=False)
+        self.conv = CONVS[dims - 1](in_channels, out_channels, kernel_size=1, bias=False)
         if drop_rate > 0:  # no parameters: state_dict keys are unchanged
             self.drop = nn.Dropout(drop_rate)
         self.pool = (BlurPool2d(out_channels, blur_filter) if blur_filter
@@ -309,7 +301,7 @@ def imagenet_stem(in_channels: int, channels: int, norm: Norm, act: Callable[[],
     """conv0 7x7/2, norm0, relu0, pool0 3x3/2 (pad 1): torchvision's stem (and MONAI's,
     in 1 and 3 dimensions: 7/2 and 7x7x7/2, 3/2 and 3x3x3/2)."""
     return [
-        ("conv0", _CONV[dims - 1](in_channels, channels, kernel_size=7, stride=2, padding=3,
+        ("conv0", CONVS[dims - 1](in_channels, channels, kernel_size=7, stride=2, padding=3,
                                   bias=False)),
         ("norm0", norm(channels)),
         ("relu0", act()),
@@ -322,7 +314,7 @@ def deep_stem(in_channels: int, widths: tuple[int, ...], channels: int, norm: No
               dims: int = 2) -> list[tuple[str, nn.Module]]:
     """timm's deep stem: conv0 3x3/2, conv1 3x3, conv2 3x3, each with norm and act, pool0."""
     c1, c2 = widths
-    conv = _CONV[dims - 1]
+    conv = CONVS[dims - 1]
     return [
         ("conv0", conv(in_channels, c1, 3, stride=2, padding=1, bias=False)),
         ("norm0", norm(c1)), ("relu0", act()),
@@ -336,5 +328,5 @@ def deep_stem(in_channels: int, widths: tuple[int, ...], channels: int, norm: No
 
 def cifar_stem(in_channels: int, channels: int, dims: int = 2) -> list[tuple[str, nn.Module]]:
     """conv0 3x3/1 (pad 1) and nothing after it, as in the paper's CIFAR nets."""
-    return [("conv0", _CONV[dims - 1](in_channels, channels, kernel_size=3, padding=1,
+    return [("conv0", CONVS[dims - 1](in_channels, channels, kernel_size=3, padding=1,
                                       bias=False))]

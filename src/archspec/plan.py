@@ -171,7 +171,8 @@ class Plan:
         and conv outputs and the pooled map, except under ``"max"``, where the paper's
         transition (BatchNorm, ReLU, average pool, no dropout) keeps only its input, the
         block's output. The stem keeps the image, its conv and norm outputs and the pooled
-        map; under ``"max"`` a pooling stem keeps the image only (memory.stem). An estimate for the resource guard, within about 10% of what autograd keeps.
+        map; under ``"max"`` a pooling stem keeps the image only (memory.stem). An
+        estimate for the resource guard, within about 10% of what autograd keeps.
         """
         if memory_efficient is None:
             memory_efficient = self.spec.memory_efficient

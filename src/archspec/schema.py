@@ -21,7 +21,8 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema,
 __all__ = ["StemType", "NormType", "Activation", "ActivationSpec", "ACTIVATION_ARGUMENTS",
            "InputSpec", "StemSpec", "NormSpec",
            "AntiAliasSpec", "ExpectSpec", "DenseNetSpec", "json_schema",
-           "AXES", "PerBlock", "MAX_LAYERS_PER_BLOCK", "MAX_BLOCKS", "NAME_PATTERN", "NAME_CHARS", "NAME_RULE", "MAX_NAME_LENGTH"]
+           "AXES", "PerBlock", "MAX_LAYERS_PER_BLOCK", "MAX_BLOCKS", "NAME_PATTERN",
+           "NAME_CHARS", "NAME_RULE", "MAX_NAME_LENGTH"]
 
 # A name is printed on terminals, stored in checkpoints and used in file names: letters,
 # digits and ._+-=,[] (what an override-derived name such as densenet121+growth_rate=48

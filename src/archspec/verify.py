@@ -101,8 +101,8 @@ def check_model(plan: Plan, model: nn.Module, *, batch: int = 2, device: Any = N
     """Run ``model`` on a random batch and compare it with ``plan``; the reported
     forward/backward times are warm (after ``warmup`` untimed calls).
 
-    The input is ``plan.input_shape`` (or ``input_size``, its spatial sizes, if given, in which case the
-    plan must have been made for that size). With ``backward`` a loss is back-propagated
+    The input is ``plan.input_shape`` (or ``input_size``, its spatial sizes, if given,
+    in which case the plan must have been made for that size). With ``backward`` a loss is back-propagated
     too, so gradient-checkpointed paths are exercised.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device

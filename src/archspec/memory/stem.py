@@ -33,13 +33,11 @@ _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm)
 def stem_modules(features: nn.Module) -> list[nn.Module]:
     """The stem: ``features``' children before the first dense block, if it pools (a
     CIFAR stem is one convolution that keeps only the image anyway)."""
-    out = []
-    for name, module in features.named_children():
-        if name.startswith("denseblock"):
-            break
-        out.append(module)
-    names = [n for n, _ in features.named_children()][:len(out)]
-    return out if "pool0" in names else []
+    children = list(features.named_children())
+    end = next((i for i, (name, _) in enumerate(children) if name.startswith("denseblock")),
+               len(children))
+    stem = children[:end]
+    return [m for _, m in stem] if any(name == "pool0" for name, _ in stem) else []
 
 
 def forward(features: nn.Module, x: Tensor) -> Optional[tuple[Tensor, int]]:
