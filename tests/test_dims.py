@@ -135,7 +135,8 @@ def test_from_module_reads_monai(ctor, dims, cin, cout, zoo_name):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"act": "prelu"}, "denselayer1.relu1 is torch.nn.modules.activation.PReLU"),
+    ({"act": ("prelu", {"num_parameters": 8})}, r"PReLU\(num_parameters=8\): archspec's "
+     "prelu learns one slope per place"),
     ({"act": ("swish", {"alpha": 2.0})}, "Swish; archspec's activations are relu"),
     ({"act": ("gelu", {"approximate": "tanh"})}, "archspec's gelu is the exact one"),
     ({"norm": ("instance", {"track_running_stats": True})},
@@ -162,6 +163,8 @@ def test_from_module_says_what_it_cannot_express(kwargs, message):
     ({"act": "mish"}, {"type": "batch"}, "mish"),          # MONAI's Mish: F.mish
     ({"act": "memswish"}, {"type": "batch"}, "silu"),      # F.silu
     ({"act": "swish"}, {"type": "batch"}, "silu"),         # x * sigmoid(x): to rounding
+    ({"act": "prelu"}, {"type": "batch"}, "prelu"),        # a learned slope in every place
+    ({"act": ("prelu", {"init": 0.1})}, {"type": "batch"}, {"type": "prelu", "init": 0.1}),
 ])
 def test_monai_norms_and_activations_are_read_with_their_arguments(kwargs, norm, act):
     torch.manual_seed(0)
@@ -179,6 +182,78 @@ def test_monai_norms_and_activations_are_read_with_their_arguments(kwargs, norm,
         ref.train(train)
         with torch.no_grad():
             torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-5)
+
+
+def test_prelu_learns_a_slope_in_every_place_monai_does():
+    """Each norm is followed by its own PReLU (the head's is MONAI's class_layers.relu,
+    archspec's features.relu5): slopes made distinct so that a swapped or dropped one
+    changes the output or a gradient."""
+    torch.manual_seed(0)
+    ref = monai_nets.DenseNet(spatial_dims=3, in_channels=1, out_channels=2,
+                              init_features=8, growth_rate=4, block_config=(2, 3),
+                              bn_size=2, act="prelu")
+    slopes = [m.weight for m in ref.modules() if isinstance(m, torch.nn.PReLU)]
+    assert len(slopes) == 1 + 2 * 5 + 1 + 1  # stem, 2 per layer, transition, head
+    with torch.no_grad():
+        for i, w in enumerate(slopes):
+            w.fill_(0.05 * (i + 1))
+    spec = archspec.from_module(ref)
+    assert spec.activation.value == "prelu"
+    assert archspec.plan(spec).params == sum(t.numel() for t in ref.parameters())
+    ours = archspec.build(spec, weights=ref.state_dict())
+    assert torch.equal(ours.features.relu5.weight, ref.class_layers.relu.weight)
+    x = torch.randn(4, 1, 12, 12, 12, generator=torch.Generator().manual_seed(1))
+    for train in (False, True):
+        ours.train(train)
+        ref.train(train)
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-5)
+    # written back in MONAI's layout, MONAI's module loads every slope strictly
+    ref.load_state_dict(in_layout(ours.state_dict(), "monai", dims=3), strict=True)
+    with pytest.raises(ValueError, match="timm's DenseNet has no learned activation"):
+        in_layout(archspec.build(small([8, 8], activation="prelu")).state_dict(), "timm")
+    # the memory levels give every slope its gradient, bitwise
+    ours.train()
+    for level in (True, "max"):
+        a, b = copy.deepcopy(ours), copy.deepcopy(ours)
+        b.set_grad_checkpointing(level)
+        a(x).square().sum().backward()
+        b(x).square().sum().backward()
+        for (name, u), v in zip(a.named_parameters(), b.parameters()):
+            assert torch.equal(u.grad, v.grad), (level, name)
+    ours.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(archspec.optimize_for_inference(ours)(x), ours(x),
+                                   rtol=1e-4, atol=1e-5)
+        # a backbone's taps are the activated norms, through their own slopes
+        backbone = archspec.build(spec, features_only=True, weights=ref.state_dict()).eval()
+        maps = backbone(x)
+        assert [m.shape[1] for m in maps] == backbone.feature_info.channels()
+        torch.testing.assert_close(maps[-1], ours.forward_features(x), rtol=0, atol=0)
+        fast = archspec.optimize_for_inference(backbone)
+        for got, want in zip(fast(x), maps):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_build_writes_a_prelu_net_only_in_a_layout_that_has_its_slopes(tmp_path, capsys):
+    from archspec.cli import main
+
+    args = ["build", "densenet121", "--set", "activation.type=prelu", "-o",
+            str(tmp_path / "p.pt")]
+    assert main(args + ["--layout", "torchvision"]) == 2
+    assert "torchvision's DenseNet has no learned activation" in capsys.readouterr().err
+    assert not (tmp_path / "p.pt").exists()
+    assert main(args + ["--layout", "monai"]) == 0
+    state = torch.load(tmp_path / "p.pt", weights_only=True)
+    assert "class_layers.relu.weight" in state and "features.relu0.weight" in state
+
+
+def test_a_prelu_argument_is_prelus_alone(spec_file):
+    path = spec_file("name: p\nstem: {type: cifar}\ngrowth_rate: 4\nblock_config: [2]\n"
+                     "input: {channels: 1, size: [8, 8]}\n"
+                     "activation: {type: relu, init: 0.1}\n")
+    with pytest.raises(SpecError, match=r"relu takes no arguments; init is prelu's"):
+        archspec.load(path)
 
 
 def test_from_module_group_norm_and_gelu_in_3d():
@@ -414,6 +489,7 @@ def test_a_tensor_of_the_wrong_rank_or_width_gets_a_clear_message():
     ("{type: layer}", "elu"),
     ("{type: batch, affine: false}", "mish"),
     ("{type: batch, momentum: 0.3, eps: 0.001}", "relu"),
+    ("{type: group, groups: 2}", "{type: prelu, init: 0.1}"),
 ])
 def test_norms_and_activations_with_arguments_everywhere(norm, act):
     spec = small([8, 8, 8], norm=norm, activation=act)

@@ -122,6 +122,10 @@ class DenseNet(nn.Module):
                     blur if stage.blur else None, spec.memory_efficient, dims)))
         head = plan.stages[-1]
         features.append(("norm5", norm(head.in_channels)))
+        if spec.activation.params:
+            # A learned activation needs a module of its own after norm5 (MONAI's
+            # class_layers.relu); the others stay functional there, as torchvision's.
+            features.append(("relu5", act()))
         self.features = Features(OrderedDict(features), spec.memory_efficient)
         self.num_features = head.in_channels
         self.num_classes = plan.num_classes
@@ -151,7 +155,10 @@ class DenseNet(nn.Module):
         """The last feature map, activated (timm's forward_features): N x C x H/32 x W/32."""
         if not torch.jit.is_scripting():
             self._check_input(x)
-        return activate(self.activation, self.features(x), True, self.activation_argument)
+        x = self.features(x)
+        if self.activation == "prelu":  # features.relu5 has applied it
+            return x
+        return activate(self.activation, x, True, self.activation_argument)
 
     @torch.jit.unused  # eager only: a graph fixes its input's rank anyway
     def _check_input(self, x: Tensor) -> None:
@@ -287,6 +294,10 @@ class DenseNetFeatures(nn.Module):
         # in place on a returned tensor), and where nothing later is needed.
         names = [n for n, _ in self.features.named_children()]
         taps = [names.index(info[i]["module"].split(".", 1)[1]) for i in self.out_indices]
+        if plan.spec.activation.params:
+            # A learned activation has its module after every norm (relu5 after norm5):
+            # tap that module's output, the activated norm.
+            taps = [i + 1 if names[i].startswith("norm") else i for i in taps]
         self._taps: List[int] = sorted(taps)
         self._activated: List[int] = [i for i in self._taps if names[i].startswith("norm")]
         self._skip: List[int] = [i + 1 for i in self._activated

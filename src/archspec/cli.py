@@ -475,6 +475,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.layout in ("torchvision", "timm") and p.dims != 2:
         raise _Usage(f"--layout {args.layout}: {args.layout}'s DenseNet is 2D and "
                      f"{p.name} is {p.dims}D; write --layout monai or archspec")
+    if args.layout in ("torchvision", "timm") and p.spec.activation.params:
+        raise _Usage(f"--layout {args.layout}: {args.layout}'s DenseNet has no learned "
+                     f"activation and {p.name} has {p.spec.activation.value}; write "
+                     "--layout monai or archspec")
     check_writable(args.output, force=args.force, inputs=_inputs(args, p))  # before building
     from .builder import build, save_checkpoint  # imports torch
     from .verify import DeviceError, parse_device, parse_dtype

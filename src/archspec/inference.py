@@ -128,9 +128,10 @@ class _NormAct(nn.Module):
 class _FastLayer(nn.Module):
     """A dense layer for inference: pre (clamp, or norm+act) -> conv1 -> [act -> conv2]."""
 
-    def __init__(self, layer: DenseLayer, relu_bn: bool, act: nn.Module):
+    def __init__(self, layer: DenseLayer, relu_bn: bool):
         super().__init__()
-        self.act = act
+        # The layer's own activation modules (a PReLU's slope is learned per place)
+        self.act = layer.relu2 if layer.bottleneck else nn.Identity()
         self.in_channels, self.growth_rate = layer.in_channels, layer.growth_rate
         norm2_foldable = (layer.bottleneck and isinstance(layer.norm2, BATCH_NORMS)
                           and layer.norm2.affine)
@@ -145,7 +146,7 @@ class _FastLayer(nn.Module):
             self.conv1 = _conv(w1 * _per_out(s2, w), b1 * s2 + t2, layer.conv1)
             self.post1: Optional[nn.Module] = None
         else:
-            self.pre = _NormAct(layer.norm1, act)
+            self.pre = _NormAct(layer.norm1, layer.relu1)
             if norm2_foldable:
                 self.conv1 = _conv(*_fold_after(layer.conv1, layer.norm2), layer.conv1)
                 self.post1 = None
@@ -210,7 +211,7 @@ def _on_concatenation(layer: _FastLayer):
 class _FastTransition(nn.Module):
     """pre (clamp or norm+act) -> pool -> 1x1 conv (scale and shift folded in)."""
 
-    def __init__(self, t: Transition, relu_bn: bool, act: nn.Module):
+    def __init__(self, t: Transition, relu_bn: bool):
         super().__init__()
         self.pool = t.pool
         if relu_bn:
@@ -220,7 +221,7 @@ class _FastTransition(nn.Module):
             self.pre: nn.Module = _Clamp(lo, hi, t.norm.weight.dtype, w.dim() - 2)
             self.conv = _conv(w * _per_in(s, w), _spatial_sum(w) @ shift, t.conv)
         else:
-            self.pre = _NormAct(t.norm, act)
+            self.pre = _NormAct(t.norm, t.relu)
             self.conv = t.conv
         if isinstance(self.pool, BlurPool2d):  # the blur now runs on the input's channels
             self.pool = BlurPool2d(t.conv.in_channels, t.pool.filter_size, t.pool.stride)
@@ -245,12 +246,14 @@ class InferenceDenseNet(nn.Module):
         # channels_last for images, channels_last_3d for volumes; 1D has no such layout
         channels_last = channels_last and plan.dims in (2, 3)
         self.channels_last = channels_last
-        # Every tensor an activation sees here is fresh (a norm's or a conv's output).
-        act = make_activation(spec.activation)()
+        # Every tensor an activation sees here is fresh (a norm's or a conv's output), so
+        # the model's in-place activation modules serve as they are. The head's is
+        # features.relu5 where the activation is learned, else a fresh one.
+        feats = dict(model.features.named_children())
+        act = feats["relu5"] if "relu5" in feats else make_activation(spec.activation)()
         # ReLU after an affine batch norm: folded into clamps and the next conv
         relu_bn = (spec.activation.type == Activation.relu and spec.norm.type == NormType.batch
                    and spec.norm.is_affine)
-        feats = dict(model.features.named_children())
         names = list(feats)
         stem: list[nn.Module] = []
         i = 0
@@ -271,11 +274,11 @@ class InferenceDenseNet(nn.Module):
             mod = feats[name]
             if name.startswith("denseblock"):
                 stage = plan.stage(name)
-                layers = [_FastLayer(layer, relu_bn, act) for layer in mod.values()]
+                layers = [_FastLayer(layer, relu_bn) for layer in mod.values()]
                 body.append(_FastBlock(layers, stage.in_channels, stage.out_channels,
                                        channels_last, plan.dims))
             elif name.startswith("transition"):
-                body.append(_FastTransition(mod, relu_bn, act))
+                body.append(_FastTransition(mod, relu_bn))
         self.body = nn.ModuleList(body)
         norm5 = feats["norm5"]
         if not hasattr(model, "classifier"):

@@ -194,7 +194,7 @@ def _blur_filter(pool: Any) -> int | None:
 
 
 _ACTIVATIONS = ((nn.ReLU, "relu"), (nn.SiLU, "silu"), (nn.GELU, "gelu"), (nn.Mish, "mish"),
-                (nn.LeakyReLU, "leaky_relu"), (nn.ELU, "elu"))
+                (nn.LeakyReLU, "leaky_relu"), (nn.ELU, "elu"), (nn.PReLU, "prelu"))
 
 
 def _input(channels: int, dims: int, stem: str) -> dict[str, Any]:
@@ -278,6 +278,13 @@ def _activation(model: nn.Module, layer: nn.Module) -> Any:
                 return {"type": kind, "negative_slope": float(act.negative_slope)}
             if kind == "elu" and act.alpha != 1.0:
                 return {"type": kind, "alpha": float(act.alpha)}
+            if kind == "prelu":
+                if act.num_parameters != 1:
+                    raise _fail(f"denselayer1.{where} is PReLU(num_parameters="
+                                f"{act.num_parameters}): archspec's prelu learns one slope "
+                                "per place (num_parameters=1, MONAI's), not one per channel")
+                if act.init != 0.25:
+                    return {"type": kind, "init": float(act.init)}
             return kind
     # MONAI's own modules for the same functions: Mish and MemoryEfficientSwish call
     # F.mish and F.silu; Swish computes x * sigmoid(alpha * x), SiLU at alpha 1 (to

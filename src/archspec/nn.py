@@ -3,7 +3,8 @@ interchange. Each class takes its widths from the plan (archspec.plan); none com
 channel count.
 
 Activation modules keep torchvision's names (``relu0``, ``relu1``, ...) whatever the
-activation, so module paths stay stable across specs; they hold no parameters.
+activation, so module paths stay stable across specs; they hold no parameters but
+PReLU's one learned slope each.
 """
 
 # No `from __future__ import annotations` here: torch.fx generates code from these
@@ -66,6 +67,8 @@ def make_activation(act: ActivationSpec) -> Callable[[], nn.Module]:
         return lambda: nn.LeakyReLU(act.argument, inplace=True)
     if kind == Activation.elu:
         return lambda: nn.ELU(act.argument, inplace=True)
+    if kind == Activation.prelu:  # one learned slope per use, as MONAI builds it
+        return lambda: nn.PReLU(1, act.argument)
     return lambda: nn.ReLU(inplace=True)
 
 

@@ -472,7 +472,14 @@ def plan(spec: DenseNetSpec) -> Plan:
                 f"blur pooling is 2D only; this net is {spec.input.dims}D (input.size has "
                 f"{spec.input.dims} entr{'y' if spec.input.dims == 1 else 'ies'}): set "
                 f"anti_alias.{key} to false")) for key in blurred])
-    _bn = _norm_params(spec.norm.is_affine)
+    # Every norm is followed by an activation, so the two are counted together: a
+    # PReLU adds its one learned slope to each norm's parameters.
+    _norm = _norm_params(spec.norm.is_affine)
+    act_params = spec.activation.params
+
+    def _norm_act(c: int) -> int:
+        return _norm(c) + act_params
+
     sizes = _Sizes(spec, n_blocks - 1)
     c_in, size = spec.input.channels, spec.input.spatial
     dims = len(size)
@@ -501,12 +508,12 @@ def plan(spec: DenseNetSpec) -> Plan:
     else:
         size1 = tuple(_stem_conv_out(stem_type, n) for n in size)
         if stem_type == StemType.imagenet:
-            params = c_in * stem_channels * k7 + _bn(stem_channels)
+            params = c_in * stem_channels * k7 + _norm_act(stem_channels)
             macs = c_in * stem_channels * k7 * _volume(size1)
         else:  # deep: 3x3/2, 3x3, 3x3, each with a norm
             c1, c2 = stem_widths
-            params = (c_in * c1 * k3 + _bn(c1) + c1 * c2 * k3 + _bn(c2)
-                      + c2 * stem_channels * k3 + _bn(stem_channels))
+            params = (c_in * c1 * k3 + _norm_act(c1) + c1 * c2 * k3 + _norm_act(c2)
+                      + c2 * stem_channels * k3 + _norm_act(stem_channels))
             macs = (c_in * c1 + c1 * c2 + c2 * stem_channels) * k3 * _volume(size1)
         if min(size1) < 1:
             size_problem.append(sizes.too_small("the stem's stride-2 conv", size, 1))
@@ -529,11 +536,11 @@ def plan(spec: DenseNetSpec) -> Plan:
         for j in range(1, num_layers + 1):
             if bn_size:
                 mid = bn_size * k
-                params = _bn(channels) + channels * mid + _bn(mid) + mid * k * k3
+                params = _norm_act(channels) + channels * mid + _norm_act(mid) + mid * k * k3
                 macs = (channels * mid + mid * k * k3) * vol
             else:
                 mid = None
-                params = _bn(channels) + channels * k * k3
+                params = _norm_act(channels) + channels * k * k3
                 macs = channels * k * k3 * vol
             layers.append(LayerPlan(f"denselayer{j}", channels, mid, k, channels + k,
                                     params, macs))
@@ -556,7 +563,7 @@ def plan(spec: DenseNetSpec) -> Plan:
             out = 1  # go on so later problems are reported too
             params_known = False
         size2 = pool(f"transition{i}", size, aa.transitions, avg=True)
-        params = _bn(channels) + channels * out
+        params = _norm_act(channels) + channels * out
         macs = channels * out * vol  # the 1x1 conv runs before the pool, at full size
         stages.append(Stage(f"transition{i}", "transition", f"features.transition{i}",
                             channels, out, size, size2, params, macs, out * _volume(size2),
@@ -571,7 +578,7 @@ def plan(spec: DenseNetSpec) -> Plan:
     n = spec.num_classes
     out = n or channels
     stages.append(Stage("head", "head", "classifier", channels, out, size, ones,
-                        _bn(channels) + channels * n + n, channels * n, out))
+                        _norm_act(channels) + channels * n + n, channels * n, out))
     try:
         _check_group_norm(spec, stages, stem_widths)
     except SpecError as e:

@@ -86,10 +86,12 @@ class Activation(str, Enum):
     leaky_relu = "leaky_relu"
     elu = "elu"
     mish = "mish"
+    prelu = "prelu"
 
 
 # Which arguments each activation takes, named as torch.nn's modules name them.
-ACTIVATION_ARGUMENTS = {Activation.leaky_relu: ("negative_slope",), Activation.elu: ("alpha",)}
+ACTIVATION_ARGUMENTS = {Activation.leaky_relu: ("negative_slope",), Activation.elu: ("alpha",),
+                        Activation.prelu: ("init",)}
 
 
 #: Names of the spatial axes for 1, 2 and 3 dimensions, as the messages print them.
@@ -237,6 +239,10 @@ class ActivationSpec(_Model):
         None, gt=0.0, le=1000.0, allow_inf_nan=False,
         description="elu only: the value it tends to for very negative inputs. Default: "
                     "torch's, 1.0.")
+    init: Optional[float] = Field(
+        None, ge=-1000.0, le=1000.0, allow_inf_nan=False,
+        description="prelu only: the learned negative slope's initial value. Default: "
+                    "torch's, 0.25.")
 
     @model_validator(mode="before")
     @classmethod
@@ -249,7 +255,7 @@ class ActivationSpec(_Model):
                 "negative_slope: 0.1}")
         return data
 
-    @field_validator("negative_slope", "alpha")
+    @field_validator("negative_slope", "alpha", "init")
     @classmethod
     def _argument_of_its_activation(cls, v, info):
         kind = info.data.get("type")
@@ -281,7 +287,15 @@ class ActivationSpec(_Model):
             return 0.01 if self.negative_slope is None else self.negative_slope
         if self.type == Activation.elu:
             return 1.0 if self.alpha is None else self.alpha
+        if self.type == Activation.prelu:
+            return 0.25 if self.init is None else self.init
         return 0.0
+
+    @property
+    def params(self) -> int:
+        """Learned parameters of one use of the activation: PReLU's one slope (torch's
+        and MONAI's default, num_parameters=1), none for the others."""
+        return 1 if self.type == Activation.prelu else 0
 
 
 class AntiAliasSpec(_Model):
@@ -312,7 +326,10 @@ _ACTIVATION_JSON_SCHEMA = {"anyOf": [_ACTIVATION_NAMES, {
         "negative_slope": {"type": "number", "minimum": 0, "maximum": 1000,
                            "description": "leaky_relu only (default 0.01)"},
         "alpha": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000,
-                  "description": "elu only (default 1.0)"}}}]}
+                  "description": "elu only (default 1.0)"},
+        "init": {"type": "number", "minimum": -1000, "maximum": 1000,
+                 "description": "prelu only: the learned slope's initial value (default "
+                                "0.25)"}}}]}
 
 
 class DenseNetSpec(_Model):
@@ -359,10 +376,12 @@ class DenseNetSpec(_Model):
     norm: NormSpec = Field(default_factory=NormSpec, description="Normalisation layers.")
     activation: Annotated[ActivationSpec, WithJsonSchema(_ACTIVATION_JSON_SCHEMA)] = Field(
         ActivationSpec(type=Activation.relu),
-        description="`relu` (the paper's), `silu`, `gelu`, `mish`, `leaky_relu` or `elu`; "
-                    "with arguments as a mapping: `{type: leaky_relu, negative_slope: "
-                    "0.1}` (torch's default slope 0.01), `{type: elu, alpha: 0.5}` "
-                    "(default 1.0).")
+        description="`relu` (the paper's), `silu`, `gelu`, `mish`, `leaky_relu`, `elu` or "
+                    "`prelu`; with arguments as a mapping: `{type: leaky_relu, "
+                    "negative_slope: 0.1}` (torch's default slope 0.01), `{type: elu, "
+                    "alpha: 0.5}` (default 1.0), `{type: prelu, init: 0.1}` (default "
+                    "0.25). PReLU learns one slope in every place it is used (MONAI's "
+                    "layout), the head's activation included.")
     anti_alias: AntiAliasSpec = Field(default_factory=AntiAliasSpec,
                                       description="Blur pooling in the stem and transitions.")
     num_classes: int = Field(1000, ge=0, le=1_000_000,

@@ -31,11 +31,15 @@ _OLD_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\."
     r"(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 # MONAI's DenseNet: each dense layer's modules sit in a Sequential called ``layers``, and
-# the classifier is ``class_layers.out`` (its relu, pool and flatten hold no tensors).
+# the classifier is ``class_layers.out``; its pool and flatten hold no tensors, its relu
+# only when it is a learned activation (PReLU), archspec's ``features.relu5``.
 _MONAI_LAYER = re.compile(r"^(.*denselayer\d+)\.layers\.(.+)$")
 _MONAI_HEAD = "class_layers.out."
+_MONAI_HEAD_ACT, _HEAD_ACT = "class_layers.relu.", "features.relu5."
 # Checkpoints older than PyTorch 0.4 have no BN step counters; BatchNorm fills them in.
 _OPTIONAL_SUFFIX = ".num_batches_tracked"
+# An activation module with a tensor: a PReLU's slope (``...relu1.weight``).
+_LEARNED_ACTIVATION = re.compile(r"(?:^|\.)relu\d*\.weight$")
 _HEAD_PREFIX = "classifier."
 # Training scripts save {"state_dict": ...} and the like; the tensors are inside.
 _WRAPPERS = ("state_dict", "model_state_dict", "model", "state_dict_ema")
@@ -236,6 +240,9 @@ def _normalise(state: Mapping[str, torch.Tensor]
         elif new.startswith(_MONAI_HEAD):
             new = _HEAD_PREFIX + new[len(_MONAI_HEAD):]
             layouts["MONAI"] = None
+        elif new.startswith(_MONAI_HEAD_ACT):
+            new = _HEAD_ACT + new[len(_MONAI_HEAD_ACT):]
+            layouts["MONAI"] = None
         renamed += new != key
         out[new] = value
         sources.setdefault(new, []).append(key)
@@ -261,6 +268,11 @@ def in_layout(state: Mapping[str, torch.Tensor], layout: str, *, dims: int = 2
         raise ValueError(f"{layout}'s DenseNet is 2D; this net is {dims}D: write it in "
                          "the monai or archspec layout")
     if layout != "monai":
+        learned = [k for k in state if _LEARNED_ACTIVATION.search(k)]
+        if layout != "archspec" and learned:
+            raise ValueError(f"{layout}'s DenseNet has no learned activation, and this net "
+                             f"has {len(learned)} (PReLU slopes such as {learned[0]!r}): "
+                             "write it in the monai or archspec layout")
         return dict(state)
     out = {}
     for key, value in state.items():
@@ -269,6 +281,8 @@ def in_layout(state: Mapping[str, torch.Tensor], layout: str, *, dims: int = 2
             key = f"{m[1]}.layers.{m[2]}"
         elif key.startswith(_HEAD_PREFIX):
             key = _MONAI_HEAD + key[len(_HEAD_PREFIX):]
+        elif key.startswith(_HEAD_ACT):
+            key = _MONAI_HEAD_ACT + key[len(_HEAD_ACT):]
         out[key] = value
     return out
 

@@ -199,11 +199,11 @@ def _layer_grads_from_kept(layer: nn.Module, prefix: Tensor, b: Tensor, grad_new
     if layer.bottleneck and layer.drop_rate == 0:
         z2 = layer.relu2(norm(layer.norm2, b))
         grad_z2 = direct.conv_grads(layer.conv2, z2, grad_new, grads)
-        tail_params = [p for p in layer.norm2.parameters() if p.requires_grad]
+        tail_params = _params(layer.norm2, layer.relu2)
         got = torch.autograd.grad(z2, [b, *tail_params], grad_z2, allow_unused=True)
     elif layer.bottleneck or layer.drop_rate > 0:
-        parts = [layer.norm2, layer.conv2] if layer.bottleneck else []
-        tail_params = [p for m in parts for p in m.parameters() if p.requires_grad]
+        parts = [layer.norm2, layer.relu2, layer.conv2] if layer.bottleneck else []
+        tail_params = _params(*parts)
         got = torch.autograd.grad(tail(layer, b, norm), [b, *tail_params], grad_new,
                                   allow_unused=True)
     else:  # no bottleneck, no dropout: b is the new features
@@ -213,7 +213,13 @@ def _layer_grads_from_kept(layer: nn.Module, prefix: Tensor, b: Tensor, grad_new
     inp = prefix.detach().requires_grad_(True)
     z1 = layer.relu1(norm(layer.norm1, inp))
     grad_z1 = direct.conv_grads(layer.conv1, z1, got[0], grads)
-    head_params = [p for p in layer.norm1.parameters() if p.requires_grad]
+    head_params = _params(layer.norm1, layer.relu1)
     got = torch.autograd.grad(z1, [inp, *head_params], grad_z1, allow_unused=True)
     direct.accumulate_all(grads, head_params, got[1:])
     return got[0]
+
+
+def _params(*modules: nn.Module) -> list:
+    """The parameters that need gradients of the modules a recomputed piece runs: its
+    norms and, for a learned activation (PReLU), the activation's slope."""
+    return [p for m in modules for p in m.parameters() if p.requires_grad]
