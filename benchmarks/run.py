@@ -656,7 +656,62 @@ def section_volumes(device: str, repeats: int, quick: bool) -> list[str]:
     return out
 
 
-SECTIONS = ("build", "train", "eval", "small", "bf16", "memory", "compile", "volumes")
+def section_family(device: str, repeats: int, quick: bool) -> list[str]:
+    """The dense family's members against their reference modules on the same weights:
+    archspec's VoVNets against timm's (training step, eval forward, and
+    optimize_for_inference)."""
+    import timm
+
+    batch, side = (2, 96) if quick else (8, 224)
+    names = ["ese_vovnet19b_dw"] if quick else ["ese_vovnet19b_dw", "ese_vovnet39b"]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, side, side, generator=g).to(device)
+    y = torch.randint(0, 1000, (batch,), generator=g).to(device)
+    out = ["## The dense family: VoVNet against timm", "",
+           f"timm {timm.__version__}'s module and archspec's on the same weights (timm's "
+           f"state_dict loaded with `weights=`), batch {batch}, 3x{side}x{side}, {device}. "
+           "Training step: forward, cross-entropy, backward, SGD step. Ratios are to timm's "
+           "(lower is faster).", "",
+           "| model | implementation | median ms | min-max ms | ratio to timm |",
+           "|---|---|---:|---:|---:|"]
+    verdicts = []
+    for name in names:
+        torch.manual_seed(0)
+        ref = timm.create_model(name).to(device)
+        mine = archspec.build(name, weights=ref.state_dict(), device=device)
+        steps = ab({"timm": train_step_fn(ref, x, y), "archspec": train_step_fn(mine, x, y)},
+                   repeats, device)
+        ref.eval()
+        mine.eval()
+        fast = archspec.optimize_for_inference(mine)
+
+        def infer(m):
+            def run():
+                with torch.no_grad():
+                    m(x)
+            return run
+        evals = ab({"timm": infer(ref), "archspec": infer(mine),
+                    "archspec optimize_for_inference": infer(fast)}, repeats, device)
+        step_ratio = med(steps["archspec"]) / med(steps["timm"])
+        eval_ratio = med(evals["archspec"]) / med(evals["timm"])
+        for what, times in (("train step", steps), ("eval", evals)):
+            for impl, ts in times.items():
+                ratio = f"{med(ts) / med(times['timm']):.3f}x" if impl != "timm" else "1"
+                out.append(f"| {name} ({what}) | {impl} | {med(ts) * 1e3:.1f} | "
+                           f"{min(ts) * 1e3:.1f}-{max(ts) * 1e3:.1f} | {ratio} |")
+        fast_ratio = med(evals["archspec optimize_for_inference"]) / med(evals["timm"])
+        verdicts.append(f"{name}: train step {step_ratio:.3f}x ("
+                        f"{'met' if step_ratio <= 1.03 else 'NOT met'}), eval {eval_ratio:.3f}x "
+                        f"({'met' if eval_ratio <= 1.0 else 'NOT met'}), "
+                        f"optimize_for_inference {fast_ratio:.3f}x")
+    out += ["", "Targets (issue 22), from the medians above (train step <= 1.03x timm's, eval "
+            "no slower): " + "; ".join(verdicts) + ". Times on a shared 2-core machine "
+            "spread by about 10% between runs (the min-max columns)."]
+    return out
+
+
+SECTIONS = ("build", "train", "eval", "small", "bf16", "memory", "compile", "volumes",
+            "family")
 
 
 def run_section(name: str, device: str, repeats: int, quick: bool) -> list[str]:
@@ -668,6 +723,7 @@ def run_section(name: str, device: str, repeats: int, quick: bool) -> list[str]:
             "memory": lambda: section_memory(device, max(3, repeats // 3), quick),
             "compile": lambda: section_compile(device, quick),
             "volumes": lambda: section_volumes(device, max(3, repeats // 2), quick),
+            "family": lambda: section_family(device, max(3, repeats // 2), quick),
             "steps": lambda: step_time_rows(device, repeats, quick)}[name]()
 
 

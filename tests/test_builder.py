@@ -18,9 +18,13 @@ TV = ["densenet121", "densenet161", "densenet169", "densenet201"]
 
 def _volumes_slow(names):
     # a 96^3 forward of a 3D zoo net takes 2-3 s on 2 cores; tests/test_dims.py checks
-    # them against MONAI in the fast suite, the forward at full size runs with the slow
-    return [pytest.param(n, marks=pytest.mark.slow) if n.endswith("-3d") else n
-            for n in names]
+    # them against MONAI in the fast suite, the forward at full size runs with the slow.
+    # So do the VoVNets but the smallest (tests/test_vovnet.py checks them against timm)
+    # and the largest 2D net, densenet264d (its plan and count are checked elsewhere).
+    groups = zoo.groups()
+    return [pytest.param(n, marks=pytest.mark.slow)
+            if n.endswith("-3d") or (groups[n] == "vovnet" and n != "ese_vovnet19b_slim_dw")
+            or n == "densenet264d" else n for n in names]
 
 
 @pytest.mark.parametrize("name", _volumes_slow(zoo.names()))

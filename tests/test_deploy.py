@@ -72,17 +72,14 @@ def _convert(model, how: str, x: torch.Tensor):
 
 
 def _cases():
-    # torch.export takes ~7 s a model on 2 cores, ONNX ~4 s: a few kinds in the default
-    # run, all of them in the slow one
+    # torch.export takes ~4-7 s a model on 2 cores, ONNX ~4-7 s: one exported kind in the
+    # default run, every kind and the ONNX ones in the slow one
     for how in ("script", "trace", "fx", "export", "onnx"):
         for kind in KINDS:
             for optimized in (False, True):
-                # (ONNX: the memory-efficient cifar net, built; the rest is slow)
-                quick = (how not in ("export", "onnx")
-                         or (how == "export" and kind in ("cifar-memory-efficient", "plain")
-                             and not optimized)
-                         or (how == "onnx" and kind == "cifar-memory-efficient"
-                             and not optimized))
+                # (ONNX in the fast suite: tests/test_export.py)
+                quick = how not in ("export", "onnx") or (
+                    how == "export" and kind == "cifar-memory-efficient" and not optimized)
                 yield pytest.param(kind, optimized, how,
                                    id=f"{how}-{kind}-{'optimized' if optimized else 'built'}",
                                    marks=() if quick else pytest.mark.slow)

@@ -41,9 +41,20 @@ def _input_for(p) -> torch.Tensor:
     return torch.randn(2, c, *[size] * p.dims, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize("name", [  # one volume net in the fast suite, the rest slow
-    pytest.param(n, marks=pytest.mark.slow) if n.endswith("-3d") and n != "densenet121-3d"
-    else n for n in zoo.names()])
+# the largest 2D nets (3-4 s each on 2 cores) check the same code paths as the others
+_LARGEST = ("densenet264d", "densenet-bc-250-24", "densenet-bc-190-40")
+
+
+def _fast_suite(name: str) -> bool:
+    """One volume net and one VoVNet in the fast suite; the others, and the largest 2D
+    nets, in the slow stage."""
+    group = zoo.groups()[name]
+    return (group != "monai" or name == "densenet121-3d") and \
+        (group != "vovnet" or name == "ese_vovnet19b_slim_dw") and name not in _LARGEST
+
+
+@pytest.mark.parametrize("name", [
+    n if _fast_suite(n) else pytest.param(n, marks=pytest.mark.slow) for n in zoo.names()])
 def test_optimize_for_inference_is_exact_for_every_zoo_spec(name):
     p = archspec.plan(archspec.load(name))
     model = archspec.build(p, seed=0).eval()
@@ -52,7 +63,12 @@ def test_optimize_for_inference_is_exact_for_every_zoo_spec(name):
     x = _input_for(p)
     with torch.no_grad():
         ref = model(x)
-        torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)
+        if p.family == "vovnet":
+            # post-activation through 20-100 folded convs: random norms grow the logits to
+            # hundreds, and float32 keeps their rounding at 1e-6 of that scale
+            assert (fast(x) - ref).abs().max() <= 1e-5 * ref.abs().max()
+        else:
+            torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("overrides", [
@@ -120,7 +136,9 @@ def test_optimized_model_gives_input_gradients():
                            overrides={"depth": 40, "expect": None}).eval()
     _randomise_norms(model)
     fast = optimize_for_inference(model)
-    x = torch.randn(2, 3, 32, 32)
+    # A seeded input: the folded clamp and relu(norm) may round a value at the kink to
+    # opposite sides, and then that one element's gradient differs by design.
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     grads = []
     for m in (model, fast):
         xi = x.clone().requires_grad_()

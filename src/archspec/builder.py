@@ -27,11 +27,14 @@ from .graph_mode import capturing
 from .loader import load, loads
 from .nn import (BATCH_NORMS, CONVS, DenseBlock, DenseLayer, Features, Transition,
                  activate, cifar_stem, deep_stem, imagenet_stem, make_activation, make_norm)
+from .nn_vovnet import ClassifierHead, OsaBlock, OsaStage, vovnet_stem
 from .plan import Plan, plan as make_plan
+from .plan_vovnet import VoVNetPlan
 from .resources import check_resources
-from .schema import AXES, DenseNetSpec, StemType
+from .schema import AXES, Attention, DenseNetSpec, StemType, VoVNetSpec
 
-__all__ = ["DenseNet", "DenseNetFeatures", "FeatureInfo", "build", "expected_state",
+__all__ = ["DenseNet", "DenseNetFeatures", "VoVNet", "VoVNetFeatures", "FeatureInfo", "build",
+           "expected_state",
            "save_checkpoint", "load_checkpoint"]
 
 
@@ -42,13 +45,13 @@ def _pretrained_cfg(plan: Plan) -> Dict[str, Any]:
     normalised, so ``mean``/``std`` (timm's keys) are given only where the zoo knows them:
     its ImageNet networks, with the ImageNet statistics torchvision and timm train with."""
     cfg = {"architecture": plan.name, "input_size": tuple(plan.input_shape),
-           "num_classes": plan.num_classes, "first_conv": "features.conv0",
-           "classifier": "classifier", "pool_size": tuple(plan.stages[-1].in_size),
+           "num_classes": plan.num_classes, "first_conv": plan.first_conv,
+           "classifier": plan.stages[-1].module, "pool_size": tuple(plan.stages[-1].in_size),
            "spec_sha256": content_hash(plan.spec), "source": plan.spec.source}
     group = zoo.groups().get(_zoo_hashes().get(content_hash(plan.spec), ""))
-    if group in ("imagenet", "timm"):  # torchvision resizes bilinearly, timm bicubically
-        cfg.update(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875,
-                   interpolation="bicubic" if group == "timm" else "bilinear")
+    if group in ("imagenet", "timm", "vovnet"):  # torchvision resizes bilinearly, timm
+        cfg.update(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875,  # bicubically
+                   interpolation="bilinear" if group == "imagenet" else "bicubic")
     return cfg
 
 
@@ -323,6 +326,165 @@ class DenseNetFeatures(nn.Module):
         check_input(self.plan, x)
 
 
+class VoVNet(nn.Module):
+    """A VoVNet built from a VoVNetPlan; ``self.plan`` is the plan it was built from.
+
+    timm's layout (``stem``, ``stages.i.blocks.j``, ``head.fc``: a timm VoVNet's
+    state_dict loads with strict=True) and the model API DenseNet has:
+    ``forward_features``, ``forward_head(x, pre_logits=False)``, ``num_features``,
+    ``num_classes``, ``get_classifier``, ``reset_classifier``, ``pretrained_cfg``. The
+    constructor takes what DenseNet's takes.
+    """
+
+    def __init__(self, spec: VoVNetSpec | VoVNetPlan | str | os.PathLike, *,
+                 overrides: Mapping[str, Any] | None = None, seed: int | None = None,
+                 weights: str | os.PathLike | Mapping[str, Tensor] | None = None,
+                 drop_head: bool = False, allow_large: bool = False,
+                 adapt: tuple[str, ...] | list[str] = ()):
+        super().__init__()
+        plan = _as_plan(spec, overrides)
+        if not isinstance(plan, VoVNetPlan):
+            raise TypeError(f"{plan.name} is a {plan.family}; build it with archspec.build")
+        check_resources(plan, device="cpu", dtype_bytes=4, allow_large=allow_large)
+        _seeded(seed, lambda: self._make(plan))
+        if weights is not None:
+            _load_weights(self, weights, drop_head, adapt)
+
+    def _make(self, plan: VoVNetPlan) -> None:
+        self.plan = plan
+        spec = plan.spec
+        dims = self.dims = plan.dims
+        norm, act = make_norm(spec.norm, dims), make_activation(spec.activation)
+        self.stem = vovnet_stem(spec.input.channels, list(spec.stem_widths), spec.depthwise,
+                                norm, act, dims)
+        widths = iter(plan.block_widths)
+        stages = []
+        for i, st in enumerate(spec.stages):
+            blocks = []
+            for j in range(st.blocks):
+                c_in, _ = next(widths)
+                blocks.append(OsaBlock(c_in, st.conv_channels, st.out_channels,
+                                       spec.layers_per_block, spec.residual and j > 0,
+                                       spec.depthwise,
+                                       spec.attention == Attention.ese and j == st.blocks - 1,
+                                       norm, act, dims))
+            stages.append(OsaStage(blocks, downsample=i > 0, dims=dims))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = plan.out_channels
+        self.num_classes = plan.num_classes
+        self.head = ClassifierHead(plan.out_channels, plan.num_classes, spec.drop_rate, dims)
+        self.pretrained_cfg = _pretrained_cfg(plan)
+        # timm's initialisation: He (fan_out) for every conv, zero classifier bias
+        for m in self.modules():
+            if isinstance(m, CONVS):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last stage's output (timm's forward_features): N x C x H/32 x W/32."""
+        if not torch.jit.is_scripting():
+            self._check_input(x)
+        return self.stages(self.stem(x))
+
+    @torch.jit.unused
+    def _check_input(self, x: Tensor) -> None:
+        check_input(self.plan, x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Global average pool, dropout and classifier; ``pre_logits`` stops before it."""
+        return self.head(x, pre_logits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    @torch.jit.ignore
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A fresh classifier for ``num_classes`` (0: none); the plan follows."""
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"only global average pooling ('avg'), not {global_pool!r}")
+        like = next(self.parameters())
+        self.plan = _with_classes(self.plan, num_classes)
+        self.num_classes = num_classes
+        self.head.fc = _vovnet_fc(self.num_features, num_classes).to(device=like.device,
+                                                                       dtype=like.dtype)
+        self.pretrained_cfg = _pretrained_cfg(self.plan)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: Union[bool, str] = True) -> None:
+        """The memory levels are DenseNet's: a VoVNet has none (ValueError if asked)."""
+        if enable:
+            raise ValueError("the memory levels are DenseNet's: an OSA block concatenates "
+                             "once, so a VoVNet keeps what a plain conv net keeps")
+
+
+def _vovnet_fc(in_features: int, num_classes: int) -> nn.Module:
+    from .nn_vovnet import _fc
+
+    return _fc(in_features, num_classes)
+
+
+class VoVNetFeatures(nn.Module):
+    """A VoVNet backbone: ``forward`` returns the feature maps at ``plan.feature_info``
+    (timm's: the stem's second conv, stride 2, and each stage's output), selected by
+    ``out_indices``. State_dict keys are the classifier model's minus ``head.*``."""
+
+    def __init__(self, spec: VoVNetSpec | VoVNetPlan | str | os.PathLike,
+                 out_indices: tuple[int, ...] | list[int] | None = None, *,
+                 overrides: Mapping[str, Any] | None = None, seed: int | None = None,
+                 weights: str | os.PathLike | Mapping[str, Tensor] | None = None,
+                 allow_large: bool = False, adapt: tuple[str, ...] | list[str] = ()):
+        super().__init__()
+        plan = _as_plan(spec, overrides)
+        check_resources(plan, device="cpu", dtype_bytes=4, allow_large=allow_large)
+        _seeded(seed, lambda: self._make(plan, out_indices))
+        if weights is not None:
+            _load_weights(self, weights, True, adapt)
+
+    def _make(self, plan: VoVNetPlan, out_indices: Optional[Tuple[int, ...]]) -> None:
+        info = list(plan.feature_info)
+        out_indices = tuple(range(len(info)) if out_indices is None else out_indices)
+        bad = [i for i in out_indices if not -len(info) <= i < len(info)]
+        if bad:
+            raise ValueError(f"out_indices {bad} out of range: {plan.name} has "
+                             f"{len(info)} feature levels (0..{len(info) - 1})")
+        self.plan = plan
+        self.dims = plan.dims
+        self.out_indices = tuple(i % len(info) for i in out_indices)
+        self.feature_info = FeatureInfo(info[i] for i in self.out_indices)
+        full = VoVNet(plan, allow_large=True)
+        self.stem, self.stages = full.stem, full.stages
+        self.pretrained_cfg = full.pretrained_cfg
+        # level 0 is the stem's second conv; level i the output of stages[i - 1]
+        self._taps: List[int] = sorted(self.out_indices)
+        self._stop = max(self._taps)
+
+    @torch.jit.unused
+    def _check_input(self, x: Tensor) -> None:
+        check_input(self.plan, x)
+
+    def forward(self, x: Tensor) -> List[Tensor]:
+        if not torch.jit.is_scripting():
+            self._check_input(x)
+        out: List[Tensor] = []
+        x = self.stem[1](self.stem[0](x))
+        if 0 in self._taps:
+            out.append(x)
+        x = self.stem[2](x)
+        for i, stage in enumerate(self.stages):
+            if i + 1 <= self._stop:
+                x = stage(x)
+                if i + 1 in self._taps:
+                    out.append(x)
+        return out
+
+
+#: Each family member's classifier model and backbone.
+_CLASSES = {"densenet": (DenseNet, DenseNetFeatures), "vovnet": (VoVNet, VoVNetFeatures)}
+
+
 def check_input(plan: Plan, x: Any) -> None:
     """A ValueError in the spec's terms for an input the network cannot take (a 4D batch
     into a 3D net, 3 channels into a 1-channel net), instead of torch's error from deep
@@ -364,12 +526,12 @@ def _as_plan(spec: Any, overrides: Optional[Mapping[str, Any]] = None) -> Plan:
     if overrides and not isinstance(spec, (str, os.PathLike)):
         raise TypeError("overrides apply to a zoo name or a path; for a DenseNetSpec use "
                         "archspec.load(name, overrides=...) first")
-    if isinstance(spec, Plan):
+    if isinstance(spec, (Plan, VoVNetPlan)):
         return spec
     if isinstance(spec, (str, os.PathLike)):
         spec = load(spec, overrides=dict(overrides) if overrides else None)
-    if not isinstance(spec, DenseNetSpec):
-        raise TypeError(f"a DenseNet is built from a spec, a plan, a zoo name or a path, not "
+    if not isinstance(spec, (DenseNetSpec, VoVNetSpec)):
+        raise TypeError(f"a model is built from a spec, a plan, a zoo name or a path, not "
                         f"{type(spec).__name__}")
     return make_plan(spec)
 
@@ -410,12 +572,13 @@ def build(spec: DenseNetSpec | Plan | str | os.PathLike, *, device: Any = None,
     if device is not None and torch.device(device).type != "cpu":
         dtype_bytes = torch.empty((), dtype=dtype or torch.float32).element_size()
         check_resources(p, device=device, dtype_bytes=dtype_bytes, allow_large=allow_large)
+    model_class, backbone_class = _CLASSES[p.family]
     if features_only:  # allow_large=True: checked just above
-        model: nn.Module = DenseNetFeatures(p, out_indices, seed=seed, weights=weights,
-                                            allow_large=True, adapt=adapt)
+        model: nn.Module = backbone_class(p, out_indices, seed=seed, weights=weights,
+                                          allow_large=True, adapt=adapt)
     else:
-        model = DenseNet(p, seed=seed, weights=weights, drop_head=drop_head,
-                         allow_large=True, adapt=adapt)
+        model = model_class(p, seed=seed, weights=weights, drop_head=drop_head,
+                            allow_large=True, adapt=adapt)
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model
@@ -510,5 +673,6 @@ def zoo_specs_fitting(state: Mapping[str, torch.Tensor], *, drop_head: bool = Fa
 
 def expected_state(spec: DenseNetSpec | Plan | str | os.PathLike) -> nn.Module:
     """The model a spec describes, on the meta device: names and shapes, no memory."""
+    p = _as_plan(spec)
     with torch.device("meta"):  # nothing is allocated: no resource guard
-        return DenseNet(_as_plan(spec), allow_large=True)
+        return _CLASSES[p.family][0](p, allow_large=True)

@@ -343,7 +343,12 @@ def _table_arguments(p: argparse.ArgumentParser) -> None:
         "archspec table densenet121 densenet169 densenet201 densenet264",
     ])
 def cmd_table(args: argparse.Namespace) -> int:
-    _out(paper_table(_plans(args.specs, args)))
+    plans = _plans(args.specs, args)
+    try:
+        table = paper_table(plans)
+    except ValueError as e:  # two members' tables do not share rows
+        raise _Usage(str(e)) from None
+    _out(table)
     return EXIT_OK
 
 

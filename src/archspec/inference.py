@@ -37,23 +37,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import feature_buffer
+from .folding import affine, conv_like, fold_after, per_out
 from .builder import check_input
 from .graph_mode import capturing
 from .nn import BATCH_NORMS, CONVS, BlurPool2d, DenseLayer, Transition, make_activation
 from .schema import Activation, NormType
 
 __all__ = ["optimize_for_inference", "InferenceDenseNet", "InferenceDenseNetFeatures"]
-
-
-def _affine(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
-    """(s, b) in float64 with bn(x) == s*x + b in eval."""
-    s = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-    return s, bn.bias.double() - bn.running_mean.double() * s
-
-
-def _per_out(v: Tensor, w: Tensor) -> Tensor:
-    """A per-output-channel vector shaped to scale conv weight ``w`` (1, 2 or 3D)."""
-    return v.view(-1, *[1] * (w.dim() - 1))
 
 
 def _per_in(v: Tensor, w: Tensor) -> Tensor:
@@ -64,14 +54,6 @@ def _per_in(v: Tensor, w: Tensor) -> Tensor:
 def _spatial_sum(w: Tensor) -> Tensor:
     """A conv weight summed over its kernel: what it does to a constant input."""
     return w.sum(dim=tuple(range(2, w.dim())))
-
-
-def _fold_after(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
-    """Weight and bias of conv followed by bn."""
-    s, b = _affine(bn)
-    w = conv.weight.double() * _per_out(s, conv.weight)
-    bias = b if conv.bias is None else conv.bias.double() * s + b
-    return w, bias
 
 
 def _clamp_bounds(s: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -105,15 +87,6 @@ class _Clamp(nn.Module):
         return torch.clamp(x, self.lo.to(x.dtype), self.hi.to(x.dtype))
 
 
-def _conv(weight: Tensor, bias: Optional[Tensor], like: nn.Conv2d) -> nn.Conv2d:
-    conv = type(like)(weight.shape[1], weight.shape[0], like.kernel_size, like.stride,
-                      like.padding, bias=bias is not None)
-    conv.weight.data.copy_(weight)
-    if bias is not None:
-        conv.bias.data.copy_(bias)
-    return conv.to(like.weight.dtype)
-
-
 class _NormAct(nn.Module):
     """norm then activation, unfolded (group norm, or a non-ReLU activation)."""
 
@@ -136,19 +109,19 @@ class _FastLayer(nn.Module):
         norm2_foldable = (layer.bottleneck and isinstance(layer.norm2, BATCH_NORMS)
                           and layer.norm2.affine)
         if relu_bn and layer.bottleneck:
-            s, b = _affine(layer.norm1)
+            s, b = affine(layer.norm1)
             lo, hi, shift = _clamp_bounds(s, b)
             w = layer.conv1.weight.double()
             self.pre: nn.Module = _Clamp(lo, hi, layer.norm1.weight.dtype, w.dim() - 2)
             w1 = w * _per_in(s, w)
             b1 = (_spatial_sum(w) @ shift)  # 1x1: W @ shift
-            s2, t2 = _affine(layer.norm2)
-            self.conv1 = _conv(w1 * _per_out(s2, w), b1 * s2 + t2, layer.conv1)
+            s2, t2 = affine(layer.norm2)
+            self.conv1 = conv_like(w1 * per_out(s2, w), b1 * s2 + t2, layer.conv1)
             self.post1: Optional[nn.Module] = None
         else:
             self.pre = _NormAct(layer.norm1, layer.relu1)
             if norm2_foldable:
-                self.conv1 = _conv(*_fold_after(layer.conv1, layer.norm2), layer.conv1)
+                self.conv1 = conv_like(*fold_after(layer.conv1, layer.norm2), layer.conv1)
                 self.post1 = None
             else:
                 self.conv1 = layer.conv1
@@ -215,11 +188,11 @@ class _FastTransition(nn.Module):
         super().__init__()
         self.pool = t.pool
         if relu_bn:
-            s, b = _affine(t.norm)
+            s, b = affine(t.norm)
             lo, hi, shift = _clamp_bounds(s, b)
             w = t.conv.weight.double()
             self.pre: nn.Module = _Clamp(lo, hi, t.norm.weight.dtype, w.dim() - 2)
-            self.conv = _conv(w * _per_in(s, w), _spatial_sum(w) @ shift, t.conv)
+            self.conv = conv_like(w * _per_in(s, w), _spatial_sum(w) @ shift, t.conv)
         else:
             self.pre = _NormAct(t.norm, t.relu)
             self.conv = t.conv
@@ -262,7 +235,7 @@ class InferenceDenseNet(nn.Module):
             nxt = names[i + 1] if i + 1 < len(names) else ""
             if isinstance(mod, CONVS) and nxt.startswith("norm") and \
                     isinstance(feats[nxt], BATCH_NORMS) and feats[nxt].affine:
-                stem.append(_conv(*_fold_after(mod, feats[nxt]), mod))
+                stem.append(conv_like(*fold_after(mod, feats[nxt]), mod))
                 i += 2
                 continue
             stem.append(mod)
@@ -299,7 +272,7 @@ class InferenceDenseNet(nn.Module):
         elif relu_bn and isinstance(model.classifier, nn.Linear):
             self.taps = []
             # head: relu(bn5(x)) -> mean -> linear == linear'(mean(clamp(x)))
-            s, b = _affine(norm5)
+            s, b = affine(norm5)
             lo, hi, shift = _clamp_bounds(s, b)
             self.head_pre = _Clamp(lo, hi, norm5.weight.dtype, plan.dims)
             w = model.classifier.weight.double()
@@ -387,9 +360,17 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True,
     and replayed for calls of that shape or a smaller batch: a
     :class:`archspec.capture.CapturedInference`, for small batches where launch
     overhead dominates."""
+    family = getattr(getattr(model, "plan", None), "family", None)
+    if family == "vovnet" and hasattr(model, "stages"):
+        from .inference_vovnet import InferenceVoVNet, InferenceVoVNetFeatures
+
+        cls = InferenceVoVNet if hasattr(model, "head") else InferenceVoVNetFeatures
+        fast: nn.Module = cls(model, channels_last)
+        return fast if example_input is None else _captured(fast, example_input)
     if not hasattr(model, "plan") or not hasattr(model, "features"):
         raise TypeError("optimize_for_inference takes a model built by archspec.build "
-                        f"(a DenseNet or a features_only backbone), not {type(model).__name__}")
+                        "(a DenseNet, a VoVNet or a features_only backbone), not "
+                        f"{type(model).__name__}")
     import copy
 
     hooked = [name or "the model" for name, m in model.named_modules()
@@ -406,6 +387,11 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True,
         fast = cls(copy.deepcopy(model).eval(), channels_last)
     if example_input is None:
         return fast
+    return _captured(fast, example_input)
+
+
+def _captured(fast: nn.Module, example_input: Tensor) -> nn.Module:
+    """``fast`` recorded as a CUDA graph for ``example_input``'s shape."""
     if not isinstance(example_input, Tensor):
         raise TypeError(f"example_input must be a tensor, not {type(example_input).__name__}")
     device = next(fast.parameters()).device

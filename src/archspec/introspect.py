@@ -17,19 +17,15 @@ from typing import Any
 
 from torch import nn
 
-from .errors import SpecError
+from .introspect_common import activation_of, check_shapes, fail, norm_of, zoo_twin
 from .loader import loads
-from .nn import BATCH_NORMS, CONVS
+from .nn import CONVS
 from .overrides import safe_name
 from .plan import plan as make_plan
 from .rules import deep_tiered_widths
-from .schema import DenseNetSpec
+from .schema import DenseNetSpec, VoVNetSpec
 
-__all__ = ["from_module", "from_name"]
-
-
-def _fail(message: str) -> SpecError:
-    return SpecError.at(message, "<module>")
+__all__ = ["from_module", "from_name", "activation_of", "zoo_twin"]
 
 
 def _shortest_theta(pairs: list[tuple[int, int]]) -> float | None:
@@ -55,7 +51,7 @@ def _theta(pairs: list[tuple[int, int]]) -> float | list[float]:
         return shared
     each = [_shortest_theta([p]) for p in pairs]
     if any(t is None for t in each):
-        raise _fail(f"no compression gives these transition widths: {pairs}")
+        raise fail(f"no compression gives these transition widths: {pairs}")
     return each  # type: ignore[return-value]
 
 
@@ -70,16 +66,21 @@ def from_module(model: nn.Module, *, name: str | None = None,
     reproduce the module's parameter shapes.
     """
     plan = getattr(model, "plan", None)
-    if plan is not None and isinstance(getattr(plan, "spec", None), DenseNetSpec):
+    if plan is not None and isinstance(getattr(plan, "spec", None), (DenseNetSpec,
+                                                                      VoVNetSpec)):
         return plan.spec
+    from .introspect_vovnet import from_vovnet, is_vovnet
+
+    if is_vovnet(model):
+        return from_vovnet(model, name=name, source=source)
     features = getattr(model, "features", None)
     if not isinstance(features, nn.Module):
-        raise _fail(f"{type(model).__name__} has no 'features': not a DenseNet laid out "
+        raise fail(f"{type(model).__name__} has no 'features': not a DenseNet laid out "
                     "like torchvision's")
     children = dict(features.named_children())
     conv0 = children.get("conv0")
     if not isinstance(conv0, CONVS):
-        raise _fail("features.conv0 is not a Conv1d, Conv2d or Conv3d")
+        raise fail("features.conv0 is not a Conv1d, Conv2d or Conv3d")
     dims = conv0.weight.dim() - 2
     pool0 = children.get("pool0")
     stem_widths = None
@@ -91,11 +92,11 @@ def from_module(model: nn.Module, *, name: str | None = None,
     elif conv0.kernel_size == (3,) * dims and conv0.stride == (1,) * dims and pool0 is None:
         stem, stem_channels = "cifar", conv0.out_channels
     else:
-        raise _fail(f"unknown stem: conv0 {conv0.kernel_size} stride {conv0.stride}")
+        raise fail(f"unknown stem: conv0 {conv0.kernel_size} stride {conv0.stride}")
 
     blocks = [m for n, m in children.items() if n.startswith("denseblock")]
     if not blocks or not all(hasattr(b, "denselayer1") for b in blocks):
-        raise _fail("no features.denseblockN modules with denselayer1")
+        raise fail("no features.denseblockN modules with denselayer1")
     _refuse_channel_dropout(blocks)
     growth, bn_sizes = [], []
     for b in blocks:
@@ -104,7 +105,7 @@ def from_module(model: nn.Module, *, name: str | None = None,
         k = first.conv2.out_channels if bottleneck else first.conv1.out_channels
         growth.append(k)
         if bottleneck and first.conv1.out_channels % k:
-            raise _fail(f"bottleneck width {first.conv1.out_channels} is not a multiple of "
+            raise fail(f"bottleneck width {first.conv1.out_channels} is not a multiple of "
                         f"the growth rate {k}")
         bn_sizes.append(first.conv1.out_channels // k if bottleneck else None)
     if stem_widths is not None:
@@ -126,7 +127,7 @@ def from_module(model: nn.Module, *, name: str | None = None,
     first = blocks[0].denselayer1
     blur_stem = _blur_filter(pool0)
     blur_trans = _blur_filter(transitions[0].pool) if transitions else None
-    norm = _norm(model)
+    norm = norm_of(model)
 
     def one(values: list) -> Any:
         return values[0] if len(set(values)) == 1 else values
@@ -149,37 +150,13 @@ def from_module(model: nn.Module, *, name: str | None = None,
     import yaml
 
     spec = loads(yaml.safe_dump(data, sort_keys=False), source="<module>")
-    _check_shapes(spec, model)
+    check_shapes(spec, model)
     # Pin what was just checked, so the written spec guards its own numbers.
     p = make_plan(spec)
     data["expect"] = {"params": p.params, "out_channels": p.out_channels}
     if name is None:
         data["name"] = zoo_twin(spec) or data["name"]
     return loads(yaml.safe_dump(data, sort_keys=False), source="<module>")
-
-
-def zoo_twin(spec: DenseNetSpec) -> str | None:
-    """The name of the zoo spec that builds the same network, or None: equal plans (every
-    stage's channels, sizes and parameters, with defaults such as the stem's width
-    resolved) and equal options, whatever the name, prose, pins and memory mode."""
-    from . import zoo
-    from .canonical import canonical_dict
-    from .loader import load
-    from .report import plan_dict
-
-    def key(s: DenseNetSpec) -> tuple:
-        options = canonical_dict(s)
-        p = make_plan(s)
-        resolved = plan_dict(p, layers=True)
-        resolved.pop("name")
-        # the plan resolves defaults (stem width, depth); the options it does not show
-        return p.stem_widths, resolved, {k: options[k] for k in (
-            "norm", "activation", "anti_alias", "drop_rate")}
-    mine = key(spec)
-    for name in zoo.names():
-        if key(load(name)) == mine:
-            return name
-    return None
 
 
 def _blur_filter(pool: Any) -> int | None:
@@ -191,10 +168,6 @@ def _blur_filter(pool: Any) -> int | None:
         if filt is not None and hasattr(filt, "shape"):
             return int(filt.shape[-1])
     return None
-
-
-_ACTIVATIONS = ((nn.ReLU, "relu"), (nn.SiLU, "silu"), (nn.GELU, "gelu"), (nn.Mish, "mish"),
-                (nn.LeakyReLU, "leaky_relu"), (nn.ELU, "elu"), (nn.PReLU, "prelu"))
 
 
 def _input(channels: int, dims: int, stem: str) -> dict[str, Any]:
@@ -216,45 +189,9 @@ def _refuse_channel_dropout(blocks: list) -> None:
     for b in blocks:
         for name, m in b.named_modules():
             if isinstance(m, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)) and m.p > 0:
-                raise _fail(f"{type(m).__name__} at {name} drops whole channels (MONAI's "
+                raise fail(f"{type(m).__name__} at {name} drops whole channels (MONAI's "
                             "dropout_prob); archspec's drop_rate drops single elements, "
                             "so no spec says this network: use dropout_prob=0")
-
-
-def _norm(model: nn.Module) -> dict[str, Any]:
-    """The spec's norm: the first normalisation module decides, with the arguments that
-    differ from torch's defaults; one archspec cannot express is a SpecError naming it."""
-    for name, m in model.named_modules():
-        if isinstance(m, BATCH_NORMS + (nn.SyncBatchNorm,)):
-            if not m.track_running_stats or m.momentum is None:
-                raise _fail(f"{name} is {type(m).__name__} without running statistics "
-                            "or with a cumulative average (momentum=None); archspec's "
-                            "batch norm keeps an exponential one")
-            return _norm_arguments({"type": "batch"}, m, momentum=m.momentum)
-        if isinstance(m, nn.GroupNorm):
-            return _norm_arguments({"type": "group", "groups": m.num_groups}, m)
-        if isinstance(m, nn.modules.instancenorm._InstanceNorm):
-            if m.track_running_stats:
-                raise _fail(f"{name} is {type(m).__name__} with running statistics; "
-                            "archspec's instance norm keeps none (torch's default)")
-            return _norm_arguments({"type": "instance"}, m)
-        if isinstance(m, (nn.LayerNorm, nn.LocalResponseNorm)):
-            raise _fail(f"{name} is {type(m).__name__}; archspec's norms are batch, group, "
-                        "instance and layer norm (GroupNorm with one group)")
-    return {"type": "batch"}
-
-
-def _norm_arguments(norm: dict[str, Any], m: nn.Module, momentum: float = 0.1
-                    ) -> dict[str, Any]:
-    """The spec's eps, momentum and affine where they differ from torch's defaults."""
-    if m.eps != 1e-5:
-        norm["eps"] = float(m.eps)
-    if momentum != 0.1:
-        norm["momentum"] = float(momentum)
-    default_affine = norm["type"] != "instance"
-    if bool(m.affine) != default_affine:
-        norm["affine"] = bool(m.affine)
-    return norm
 
 
 def _activation(model: nn.Module, layer: nn.Module) -> Any:
@@ -267,61 +204,23 @@ def _activation(model: nn.Module, layer: nn.Module) -> Any:
     if act is None:
         act, where = getattr(getattr(inner, "norm1", None), "act", None), "norm1.act"
     if act is None:
-        raise _fail("the first dense layer has no relu1 (nor timm's norm1.act): cannot "
+        raise fail("the first dense layer has no relu1 (nor timm's norm1.act): cannot "
                     "tell its activation")
-    for cls, kind in _ACTIVATIONS:
-        if type(act) is cls:
-            if kind == "gelu" and act.approximate != "none":
-                raise _fail(f"denselayer1.{where} is GELU(approximate={act.approximate!r}); "
-                            "archspec's gelu is the exact one")
-            if kind == "leaky_relu" and act.negative_slope != 0.01:
-                return {"type": kind, "negative_slope": float(act.negative_slope)}
-            if kind == "elu" and act.alpha != 1.0:
-                return {"type": kind, "alpha": float(act.alpha)}
-            if kind == "prelu":
-                if act.num_parameters != 1:
-                    raise _fail(f"denselayer1.{where} is PReLU(num_parameters="
-                                f"{act.num_parameters}): archspec's prelu learns one slope "
-                                "per place (num_parameters=1, MONAI's), not one per channel")
-                if act.init != 0.25:
-                    return {"type": kind, "init": float(act.init)}
-            return kind
-    # MONAI's own modules for the same functions: Mish and MemoryEfficientSwish call
-    # F.mish and F.silu; Swish computes x * sigmoid(alpha * x), SiLU at alpha 1 (to
-    # rounding).
-    if type(act).__module__.startswith("monai."):
-        monai_kind = {"Mish": "mish", "MemoryEfficientSwish": "silu"}.get(type(act).__name__)
-        if type(act).__name__ == "Swish" and float(getattr(act, "alpha", 0.0)) == 1.0:
-            monai_kind = "silu"
-        if monai_kind:
-            return monai_kind
-    raise _fail(f"denselayer1.{where} is {type(act).__module__}.{type(act).__name__}; "
-                "archspec's activations are "
-                + ", ".join(f"{kind} (nn.{cls.__name__})" for cls, kind in _ACTIVATIONS))
-
-
-def _check_shapes(spec: DenseNetSpec, model: nn.Module) -> None:
-    """The inferred spec must give the module's parameter names and shapes, exactly."""
-    from .builder import expected_state
-    from .weights import compare
-
-    report, _ = compare(expected_state(spec), model.state_dict(), "<module>")
-    if not report.ok:
-        raise SpecError(report.problems())
+    return activation_of(act, f"denselayer1.{where}")
 
 
 def from_name(ref: str) -> tuple[nn.Module, str]:
     """``torchvision:densenet121`` or ``timm:densenet121`` -> (model without weights, ref)."""
     library, sep, arch = ref.partition(":")
     if not sep or not arch:
-        raise _fail(f"expected LIBRARY:NAME such as torchvision:densenet121, got {ref!r}")
+        raise fail(f"expected LIBRARY:NAME such as torchvision:densenet121, got {ref!r}")
     if library == "torchvision":
         import torchvision
 
         names = sorted(n for n in dir(torchvision.models) if n.startswith("densenet")
                        and callable(getattr(torchvision.models, n)))  # not the module
         if arch not in names:
-            raise _fail(f"torchvision has no DenseNet called {arch!r} (its DenseNet "
+            raise fail(f"torchvision has no DenseNet called {arch!r} (its DenseNet "
                         f"constructors: {', '.join(names)})")
         ctor = getattr(torchvision.models, arch)
         return ctor(weights=None), ref
@@ -329,11 +228,11 @@ def from_name(ref: str) -> tuple[nn.Module, str]:
         try:
             import timm
         except ImportError:
-            raise _fail("timm is not installed: pip install timm") from None
-        if arch not in timm.list_models("*densenet*"):
-            raise _fail(f"timm has no DenseNet called {arch!r}")
+            raise fail("timm is not installed: pip install timm") from None
+        if arch not in timm.list_models("*densenet*") + timm.list_models("*vovnet*"):
+            raise fail(f"timm has no DenseNet or VoVNet called {arch!r}")
         return timm.create_model(arch, pretrained=False), ref
-    raise _fail(f"unknown library {library!r}: use torchvision: or timm:")
+    raise fail(f"unknown library {library!r}: use torchvision: or timm:")
 
 
 def _memory_level(model: nn.Module, block: nn.Module) -> Any:

@@ -1,4 +1,4 @@
-"""Name or path -> DenseNetSpec: the spec's sources read (archspec.sources), overrides
+"""Name or path -> Spec: the spec's sources read (archspec.sources), overrides
 applied (archspec.overrides), validated against the schema, every problem located in the
 user's file and said in the user's terms (archspec.messages).
 
@@ -19,7 +19,7 @@ from .errors import SpecError, parse_key_path
 from .messages import clean_loc, describe, suggest_field, translate_all
 from .overrides import (apply_overrides, key_path_error, read_override_value, safe_name,
                         top_key, variant)
-from .schema import DenseNetSpec
+from .schema import FAMILIES, DenseNetSpec, Spec
 from .sources import Found, deep_merge, read_spec_source, resolve_source
 from .yamlio import SourceMap
 
@@ -30,7 +30,7 @@ __all__ = ["load", "loads", "resolve", "resolve_text", "ResolvedSource", "Partia
 
 
 def load(name_or_path: str | os.PathLike, *, overrides: Mapping[str, Any] | None = None
-         ) -> DenseNetSpec:
+         ) -> Spec:
     """Load a spec by zoo name (``densenet121``) or from a YAML file.
 
     ``overrides`` maps dotted key paths to values (``{"growth_rate": 24,
@@ -42,7 +42,7 @@ def load(name_or_path: str | os.PathLike, *, overrides: Mapping[str, Any] | None
 
 
 def loads(yaml_text: str | bytes, source: str = "<string>", *,
-          overrides: Mapping[str, Any] | None = None) -> DenseNetSpec:
+          overrides: Mapping[str, Any] | None = None) -> Spec:
     """Load a spec from YAML text; ``source`` names it in error messages.
 
     ``extends:`` paths are resolved relative to the current directory.
@@ -59,7 +59,7 @@ class ResolvedSource:
     smap: SourceMap
     found: "Found"
 
-    def spec(self, overrides: Mapping[str, Any] | None = None) -> DenseNetSpec:
+    def spec(self, overrides: Mapping[str, Any] | None = None) -> Spec:
         """The spec with ``overrides`` applied (as ``load``'s), validated."""
         return _validate(self.data, self.smap, overrides, self.found)
 
@@ -76,7 +76,7 @@ def resolve_text(text: str | bytes, file: str, base: Path) -> ResolvedSource:
 
 
 def _validate(data: dict, smap: SourceMap, overrides: Mapping[str, Any] | None,
-              found: Found | None = None) -> DenseNetSpec:
+              found: Found | None = None) -> Spec:
     """Validate against the schema. Every problem that can be found goes into one
     SpecError: what reading refused (``found``), then the schema's problems, with
     ``partial`` set for the planner's (archspec.pipeline)."""
@@ -85,8 +85,9 @@ def _validate(data: dict, smap: SourceMap, overrides: Mapping[str, Any] | None,
         data, smap, read = apply_overrides(data, smap, overrides)
         data = variant(data, smap, read)
     refused = [tuple(p) for p in found.refused]
+    model, data = _member(data, smap)
     try:
-        spec = DenseNetSpec.model_validate(data)
+        spec = model.model_validate(data)
     except ValidationError as e:
         # A key refused while reading, or a required key a missing parent would give, has
         # been reported already (or cannot be judged): its schema problems would repeat it.
@@ -95,9 +96,10 @@ def _validate(data: dict, smap: SourceMap, overrides: Mapping[str, Any] | None,
                              for p in refused)
                   and not (err["type"] == "missing" and (
                       found.incomplete or tuple(err["loc"])[:-1] in found.merged))]
-        err = SpecError([*found.problems, *translate_all(errors, smap, data)]
+        err = SpecError([*found.problems, *translate_all(errors, smap, data, model)]
                         or found.problems)
-        err.partial = None if found.incomplete else _partial_spec(data, smap, errors, refused)
+        err.partial = None if found.incomplete else _partial_spec(data, smap, errors, refused,
+                                                                   model)
         raise err from None
     spec._source = smap
     spec._files = tuple(found.files)
@@ -108,8 +110,23 @@ def _validate(data: dict, smap: SourceMap, overrides: Mapping[str, Any] | None,
     return spec
 
 
+def _member(data: dict, smap: SourceMap) -> tuple[type, dict]:
+    """The family member's schema that ``family`` names, and the data to validate with it.
+    A spec without ``family`` (or with ``family: densenet``) is a DenseNet, validated
+    without the key, so that its canonical form and hash are what they were before the
+    family grew."""
+    family = data.get("family", "densenet") if isinstance(data, dict) else "densenet"
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise SpecError([smap.problem(("family",), (
+            f"expected one of {', '.join(FAMILIES)}; found {describe(family)}"))])
+    if family == "densenet":
+        return DenseNetSpec, {k: v for k, v in data.items() if k != "family"}
+    return FAMILIES[family], data
+
+
 def _partial_spec(data: dict, smap: SourceMap, errors: list[dict],
-                  refused: list[tuple] = ()) -> PartialSpec | None:
+                  refused: list[tuple] = (), model: type = DenseNetSpec
+                  ) -> PartialSpec | None:
     """The spec with every key pydantic refused left out (defaults in their place), if
     that validates: the planner can then still find the problems only arithmetic shows,
     so one run reports them all. A misspelled key stands in for the key it was meant as
@@ -122,7 +139,7 @@ def _partial_spec(data: dict, smap: SourceMap, errors: list[dict],
         if err["type"] != "extra_forbidden":
             continue
         loc, _ = clean_loc(tuple(err["loc"]), data)
-        meant = suggest_field(loc) if loc else None
+        meant = suggest_field(loc, model) if loc else None
         parent: Any = trimmed
         for part in loc[:-1]:
             parent = parent.get(part) if isinstance(parent, dict) else None
@@ -156,7 +173,7 @@ def _partial_spec(data: dict, smap: SourceMap, errors: list[dict],
                 dropped.append(loc[:-1])
     trimmed.pop("expect", None)  # pins of a spec that is not the one written
     try:
-        spec = DenseNetSpec.model_validate(trimmed)
+        spec = model.model_validate(trimmed)
     except ValidationError:
         return None
     spec._source = smap
@@ -167,5 +184,5 @@ def _partial_spec(data: dict, smap: SourceMap, errors: list[dict],
 class PartialSpec:
     """A spec with the keys in ``dropped`` (key paths) replaced by their defaults."""
 
-    spec: DenseNetSpec
+    spec: Spec
     dropped: tuple[tuple, ...]

@@ -39,10 +39,14 @@ def describe(value: Any) -> str:
     return type(value).__name__
 
 
-def model_at(loc: tuple) -> type[BaseModel] | None:
-    """The pydantic model that owns keys at ``loc`` (for 'did you mean' suggestions)."""
-    model: Any = DenseNetSpec
+def model_at(loc: tuple, root: type[BaseModel] | None = None) -> type[BaseModel] | None:
+    """The pydantic model that owns keys at ``loc`` (for 'did you mean' suggestions) in a
+    spec of the family member ``root`` (default: a DenseNet)."""
+    model: Any = root or DenseNetSpec
     for part in loc:
+        if isinstance(part, int) and typing.get_origin(model) is list:
+            model = typing.get_args(model)[0]  # an item of a list of mappings (stages[1])
+            continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return None
         field = model.model_fields.get(part)
@@ -86,7 +90,8 @@ def clean_loc(loc: tuple, data: Any) -> tuple[tuple, bool]:
     return tuple(out), dropped
 
 
-def translate_all(errors: list[dict], smap: SourceMap, data: Any) -> list[Problem]:
+def translate_all(errors: list[dict], smap: SourceMap, data: Any,
+                  root: type[BaseModel] | None = None) -> list[Problem]:
     """Translate every error into the user's terms.
 
     - A missing key that a misspelled one stands for is said once (as the misspelling).
@@ -101,7 +106,7 @@ def translate_all(errors: list[dict], smap: SourceMap, data: Any) -> list[Proble
     stands_for = set()  # (parent path, field name) a misspelled key was probably meant as
     for err in cleaned:
         if err["type"] == "extra_forbidden":
-            meant = suggest_field(err["loc"])
+            meant = suggest_field(err["loc"], root)
             if meant:
                 stands_for.add((err["loc"][:-1], meant))
     problems: list[Problem] = []
@@ -121,7 +126,7 @@ def translate_all(errors: list[dict], smap: SourceMap, data: Any) -> list[Proble
             # e.g. memory_efficient: true, false or max: name the other branches too
             err = {**err, "_also": [_EXPECTED[o["type"]] for o in cleaned if o["loc"] == loc
                                     and o["_branch"] and o["type"] in _EXPECTED]}
-        problems.append(_translate(err, smap))
+        problems.append(_translate(err, smap, root))
     for loc, errs in merged.items():
         kinds = " or ".join(dict.fromkeys(_EXPECTED[e["type"]] for e in errs))
         problems.append(smap.problem(loc, f"expected {kinds}, found {describe(errs[0]['input'])}"))
@@ -152,14 +157,14 @@ def _nested_text(path: tuple | None, value: Any) -> str | None:
     return f"{path[0]}: {text}"
 
 
-def suggest_field(loc: tuple) -> str | None:
-    model = model_at(loc[:-1])
+def suggest_field(loc: tuple, root: type[BaseModel] | None = None) -> str | None:
+    model = model_at(loc[:-1], root)
     close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields) if model else [],
                                       n=1, cutoff=0.6)
     return close[0] if close else None
 
 
-def _translate(err: dict, smap: SourceMap) -> Problem:
+def _translate(err: dict, smap: SourceMap, root: type[BaseModel] | None = None) -> Problem:
     loc = tuple(err["loc"])
     kind, ctx, found = err["type"], err.get("ctx") or {}, err.get("input")
     if kind == "extra_forbidden" and "." in str(loc[-1]):
@@ -169,9 +174,9 @@ def _translate(err: dict, smap: SourceMap) -> Problem:
             return smap.problem(loc, f"unknown key '{loc[-1]}'; in YAML, keys nest "
                                      f"instead of taking dots: write {nested}", at_key=True)
     if kind == "extra_forbidden":
-        model = model_at(loc[:-1])
+        model = model_at(loc[:-1], root)
         options = list(model.model_fields) if model else []
-        meant = suggest_field(loc)
+        meant = suggest_field(loc, root)
         hint = f"; did you mean '{meant}'?" if meant else \
             (f"; allowed keys: {', '.join(options)}" if options else "")
         return smap.problem(loc, f"unknown key '{loc[-1]}'{hint}", at_key=True)
@@ -179,7 +184,7 @@ def _translate(err: dict, smap: SourceMap) -> Problem:
         return smap.problem(loc[:-1], f"required key '{loc[-1]}' is missing")
     if kind in _EXPECTED:
         hint = ""
-        model = model_at(loc)
+        model = model_at(loc, root)
         if kind in ("model_type", "dict_type") and isinstance(found, str) and model \
                 and "type" in model.model_fields:  # `stem: cifar` for `stem: {type: cifar}`
             hint = f"; write {loc[-1]}: {{type: {found}}}"

@@ -146,7 +146,7 @@ def _variant_name(base: str, changes: str) -> str:
     return f"{base[:MAX_NAME_LENGTH - len(digest) - 2]}+{digest}"
 
 
-def key_path_error(text: str) -> str | None:
+def key_path_error(text: str, root: type | None = None) -> str | None:
     """Why ``text`` is not a key path a spec has (``stem.chanels``, ``block_config[x]``),
     with the closest valid key; None if it is one. Indices are not range-checked here:
     whether ``block_config[5]`` exists depends on the spec."""
@@ -159,7 +159,7 @@ def key_path_error(text: str) -> str | None:
     for i, part in enumerate(path):
         if isinstance(part, int):
             continue
-        model = model_at(tuple(p for p in path[:i] if not isinstance(p, int)))
+        model = model_at(tuple(path[:i]), root)
         if model is None:
             return f"{format_path(path[:i])} has no keys"
         if part not in model.model_fields:

@@ -21,8 +21,11 @@ from fractions import Fraction
 from typing import Any, Optional, Sequence
 
 from .errors import Problem, SpecError
+from .plan_common import (LayerPlan, Stage, StageNotFound, check_expect as _check_expect,
+                          conv_out, norm_params as _norm_params, reduction as _reduction,
+                          volume as _volume)
 from .rules import blur_padding, deep_tiered_widths, transition_recomputes
-from .schema import AXES, Activation, DenseNetSpec, NormType, StemType
+from .schema import AXES, Activation, DenseNetSpec, NormType, Spec, StemType
 
 __all__ = ["LayerPlan", "Stage", "Plan", "plan", "conv_out", "blur_out"]
 
@@ -30,62 +33,9 @@ _POOLING_STEMS = (StemType.imagenet, StemType.deep, StemType.deep_tiered)
 _DEEP_STEMS = (StemType.deep, StemType.deep_tiered)
 
 
-def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Output length of a convolution or pooling window along one axis (floor mode)."""
-    return (size + 2 * padding - kernel) // stride + 1
-
-
 def blur_out(size: int, filter_size: int) -> int:
     """Output length of a stride-2 blur pool with reflect padding."""
     return conv_out(size, filter_size, 2, blur_padding(filter_size))
-
-
-@dataclass(frozen=True)
-class LayerPlan:
-    """One dense layer: sees ``in_channels`` (block input + earlier layers), adds ``growth_rate``.
-
-    ``bottleneck_channels`` is bn_size*k for DenseNet-B layers and None for plain ones.
-    """
-
-    name: str                      # denselayer{j}, as torchvision names it
-    in_channels: int
-    bottleneck_channels: Optional[int]
-    growth_rate: int
-    out_channels: int              # channels after this layer's output is concatenated
-    params: int
-    macs: int
-
-
-@dataclass(frozen=True, repr=False)
-class Stage:
-    """A stem, dense block, transition or head: what goes in, what comes out, what it costs.
-
-    ``module`` is the dotted name, in the built model, of the submodule whose output is
-    this stage's output (the hook point used to check a plan against a model).
-    """
-
-    name: str
-    kind: str                      # "stem" | "block" | "transition" | "head"
-    module: str
-    in_channels: int
-    out_channels: int
-    in_size: tuple[int, ...]       # one entry per spatial axis: (L,), (H, W), (D, H, W)
-    out_size: tuple[int, ...]
-    params: int
-    macs: int
-    activations: int               # output elements per image
-    layers: tuple[LayerPlan, ...] = ()
-    growth_rate: Optional[int] = None      # block
-    bn_size: Optional[int] = None          # block (None: no bottleneck)
-    compression: Optional[float] = None    # transition
-    drop_rate: float = 0.0                 # block and transition
-    blur: bool = False                     # stem pool / transition pool is a blur pool
-
-    def __repr__(self) -> str:
-        shape = "x".join(map(str, (self.out_channels, *self.out_size)))
-        return (f"Stage({self.name!r}, {self.kind}, out {shape}, params={self.params:,}, "
-                f"macs={self.macs:,}" + (f", layers={len(self.layers)}" if self.layers else "")
-                + ")")
 
 
 @dataclass(frozen=True, repr=False)
@@ -115,6 +65,9 @@ class Plan:
     out_channels: int                          # features entering the classifier
     activations: int                           # elements: sum of stage outputs per image
     feature_info: tuple[dict, ...] = field(default=())
+
+    family = "densenet"  # the member (archspec.plan_vovnet.VoVNetPlan says "vovnet")
+    first_conv = "features.conv0"  # the module whose weight sees the input
 
     def __repr__(self) -> str:
         shape = "x".join(map(str, self.input_shape))
@@ -234,18 +187,6 @@ class Plan:
         hint = f"; did you mean {close[0]!r}?" if close else "."
         raise StageNotFound(f"{self.name} has no stage {name!r}{hint} Stages: "
                             + ", ".join(names))
-
-
-class StageNotFound(KeyError):
-    """``Plan.stage`` with a name the plan does not have (the message lists the names)."""
-
-    def __str__(self) -> str:  # KeyError would show the message in quotes
-        return str(self.args[0])
-
-
-def _norm_params(affine: bool):
-    """channels -> parameters of one norm layer: weight and bias when affine, else none."""
-    return (lambda c: 2 * c) if affine else (lambda c: 0)
 
 
 def _as_written(value: Any) -> Any:
@@ -396,12 +337,7 @@ class _Sizes:
         return out  # type: ignore[return-value]
 
 
-def _volume(size: Sequence[int]) -> int:
-    """Elements of one channel of a feature map: the product of its spatial sizes."""
-    return math.prod(size)
-
-
-def plan(spec: DenseNetSpec) -> Plan:
+def plan(spec: Spec) -> Plan:
     """Resolve a spec into a Plan: channels, sizes, parameters and MACs of every stage.
 
     Raises SpecError, located at the responsible key, for a depth that does not fit the
@@ -410,6 +346,9 @@ def plan(spec: DenseNetSpec) -> Plan:
     cannot divide, and an ``expect`` that the plan contradicts. Several problems are
     reported together where the arithmetic can go on past the first.
     """
+    if spec.family == "vovnet":  # each member plans in a module of its own
+        from .plan_vovnet import plan_vovnet
+        return plan_vovnet(spec)
     smap = spec.source_map
     problems: list[Problem] = []
 
@@ -681,25 +620,3 @@ def _feature_info(stages: list[Stage], spec: DenseNetSpec, stem_conv_size: tuple
     info.append({"module": "features.norm5", "num_chs": last.out_channels,
                  "reduction": _reduction(h0, last.out_size[0]), "stage": last.name})
     return tuple(info)
-
-
-def _reduction(full: int, now: int) -> int:
-    # Round to the nearest power of two: 224 -> 7 is 32 even where floors made sizes odd.
-    return 2 ** round(math.log2(full / now)) if now else 0
-
-
-def _check_expect(p: Plan) -> None:
-    exp = p.spec.expect
-    if exp is None:
-        return
-    smap = p.spec.source_map
-    problems = []
-    if exp.params is not None and exp.params != p.params:
-        problems.append(smap.problem(("expect", "params"), (
-            f"expected {exp.params:,} parameters, the plan has {p.params:,} "
-            f"(difference {p.params - exp.params:+,})")))
-    if exp.out_channels is not None and exp.out_channels != p.out_channels:
-        problems.append(smap.problem(("expect", "out_channels"), (
-            f"expected {exp.out_channels} output channels, the plan has {p.out_channels}")))
-    if problems:
-        raise SpecError(problems)

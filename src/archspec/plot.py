@@ -19,7 +19,21 @@ __all__ = ["channel_trace", "plot_channels", "plot_search"]
 
 def channel_trace(plan: Plan) -> tuple[list[int], list[int]]:
     """(channels after the stem, each dense layer and each transition; indices of the
-    transitions in that list)."""
+    transitions in that list). A VoVNet's: after each stem conv, and in each OSA block
+    after each 3x3 conv, the concatenation and the 1x1 aggregation; the marks are where a
+    stage's max pool halves the size."""
+    if plan.family == "vovnet":
+        spec = plan.spec
+        channels, pools = list(spec.stem_widths), []
+        widths = iter(plan.block_widths)
+        for i, st in enumerate(spec.stages):
+            if i > 0:
+                pools.append(len(channels))
+            for _ in range(st.blocks):
+                _, concat = next(widths)
+                channels += [st.conv_channels] * spec.layers_per_block
+                channels += [concat, st.out_channels]
+        return channels, pools
     channels, transitions = [plan.stages[0].out_channels], []
     for stage in plan.stages[1:-1]:
         if stage.kind == "block":
@@ -61,13 +75,16 @@ def plot_channels(plans: Sequence[Plan], path: str | os.PathLike, *, force: bool
     fig, ax = plt.subplots(figsize=(9, 4.8), dpi=120)
     for p in plans:
         ys, marks = channel_trace(p)
-        (line,) = ax.plot(range(len(ys)), ys, label=f"{p.name} (k={setting(p.growth_rate)})",
-                          linewidth=1.6)
+        what = f"k={setting(p.growth_rate)}" if p.family == "densenet" else \
+            f"VoVNet-{p.depth}"
+        (line,) = ax.plot(range(len(ys)), ys, label=f"{p.name} ({what})", linewidth=1.6)
         ax.plot(marks, [ys[i] for i in marks], linestyle="none", marker="v",
                 color=line.get_color(), markersize=7)
         for i in marks:
             ax.axvline(i, color=line.get_color(), alpha=0.18, linestyle="--", linewidth=1)
-    ax.set_xlabel("layer (stem, dense layers, transitions ▼ in network order)")
+    ax.set_xlabel("layer (stem, dense layers, transitions ▼ in network order)"
+                  if all(p.family == "densenet" for p in plans) else
+                  "layer in network order (▼ a transition or a stage's pool)")
     ax.set_ylabel("channels")
     ax.set_title("Channels after every layer")
     ax.grid(alpha=0.25)

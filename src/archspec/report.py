@@ -138,19 +138,34 @@ def _training_memory_line(plan: Plan, batch: int) -> str:
             "included)")
 
 
+def _heading(plan: Plan) -> str:
+    """The summary's first line: the member's own terms (DenseNet: variant, L, k, blocks;
+    VoVNet: depth, stages, layers per block, its V2 options)."""
+    where = (f"input {_size(*_split(plan.input_shape))}"
+             + (f" ({plan.dims}D)" if plan.dims != 2 else ""))
+    if plan.family == "vovnet":
+        spec = plan.spec
+        options = [o for o, on in (("residual", spec.residual), ("depthwise", spec.depthwise),
+                                   ("eSE", spec.attention.value == "ese")) if on]
+        return (f"{plan.name}: VoVNet-{plan.depth}" + (f" ({', '.join(options)})"
+                                                       if options else "")
+                + f", blocks per stage {[st.blocks for st in spec.stages]}, "
+                f"{spec.layers_per_block} layers per block, {where}")
+    k = setting(plan.growth_rate)
+    k = f"[{k}]" if isinstance(plan.growth_rate, tuple) else k
+    return (f"{plan.name}: {variant(plan)}, L={plan.depth}, k={k}, "
+            f"blocks {list(plan.block_config)}, {where}")
+
+
 def summary_text(plan: Plan, *, fmt: str = "table", layers: bool = False,
                  content_hash: str | None = None, batch: int | None = None) -> str:
     """The summary people read: a heading line, the stage table, the totals in words."""
-    k = setting(plan.growth_rate)
-    k = f"[{k}]" if isinstance(plan.growth_rate, tuple) else k
-    head = (f"{plan.name}: {variant(plan)}, L={plan.depth}, k={k}, "
-            f"blocks {list(plan.block_config)}, input {_size(*_split(plan.input_shape))}"
-            + (f" ({plan.dims}D)" if plan.dims != 2 else ""))
+    head = _heading(plan)
     header = [SUMMARY_HEADER[0], f"output {shape_names(plan)}", *SUMMARY_HEADER[2:]]
     table = render_table(header, summary_rows(plan, layers=layers), fmt)
     tail = (f"params {plan.params:,} ({human(plan.params)}), MACs {plan.macs:,} "
             f"({human(plan.macs)}) per image, out_channels {plan.out_channels}")
-    if layers:  # a layer's row reads two ways; say which is which
+    if layers and plan.family == "densenet":  # a layer's row reads two ways; say which
         tail = ("a dense layer's output is the block's concatenation after it (+ its k "
                 "new channels); its activations count the k new channels only\n" + tail)
     if batch:
@@ -164,32 +179,40 @@ def summary_text(plan: Plan, *, fmt: str = "table", layers: bool = False,
 
 def plan_dict(plan: Plan, *, layers: bool = False) -> dict:
     """A plan as JSON-ready data; the keys are the contract of ``archspec summary --format
-    json`` (name, params, macs, out_channels, stages; more may be added)."""
+    json`` (name, params, macs, out_channels, stages; more may be added). ``family`` says
+    the member; the keys between ``depth`` and ``norm`` are the member's own."""
     def plain(v):
         return list(v) if isinstance(v, tuple) else v
+    spec = plan.spec
+    if plan.family == "vovnet":
+        own = {"stem_widths": list(spec.stem_widths),
+               "stage_config": [st.model_dump(mode="json") for st in spec.stages],
+               "layers_per_block": spec.layers_per_block, "residual": spec.residual,
+               "depthwise": spec.depthwise, "attention": spec.attention.value,
+               "drop_rate": spec.drop_rate}
+    else:
+        own = {"stem": plan.stem_type.value, "stem_channels": plan.stem_channels,
+               "growth_rate": plain(plan.growth_rate), "bn_size": plain(plan.bn_size),
+               "compression": plain(plan.compression),
+               "block_config": list(plan.block_config), "drop_rate": plain(plan.drop_rate)}
     return {
         "name": plan.name,
+        "family": plan.family,
         "params": plan.params,
         "macs": plan.macs,
         "out_channels": plan.out_channels,
         "activations": plan.activations,
         "input": list(plan.input_shape),
         "depth": plan.depth,
-        "stem": plan.stem_type.value,
-        "stem_channels": plan.stem_channels,
-        "growth_rate": plain(plan.growth_rate),
-        "bn_size": plain(plan.bn_size),
-        "compression": plain(plan.compression),
-        "block_config": list(plan.block_config),
-        "drop_rate": plain(plan.drop_rate),
-        "norm": plan.spec.norm.type.value,
-        "activation": plan.spec.activation.value,
+        **own,
+        "norm": spec.norm.type.value,
+        "activation": spec.activation.value,
         # the arguments as written (absent: torch's defaults); the names above stay strings
-        "norm_arguments": {k: v for k, v in plan.spec.norm.model_dump(mode="json").items()
+        "norm_arguments": {k: v for k, v in spec.norm.model_dump(mode="json").items()
                            if k not in ("type", "groups")},
-        "activation_arguments": {k: v for k, v in plan.spec.activation.model_dump(
+        "activation_arguments": {k: v for k, v in spec.activation.model_dump(
             mode="python", exclude_none=True).items() if k != "type"}
-        if not isinstance(plan.spec.activation.model_dump(), str) else {},
+        if not isinstance(spec.activation.model_dump(), str) else {},
         "num_classes": plan.num_classes,
         "feature_info": [dict(f) for f in plan.feature_info],
         "stages": [stage_dict(s, layers=layers) for s in plan.stages],
@@ -258,8 +281,16 @@ def _same(values: Iterable[str]) -> str:
 
 
 def paper_table(plans: Sequence[Plan]) -> str:
-    """Markdown table in the layout of the paper's Table 1: Layers | Output Size | one
-    column per spec. Plans with different numbers of blocks fill with '–'."""
+    """Markdown table in the layout of the member's paper's Table 1 (DenseNet: Layers |
+    Output Size | one column per spec; VoVNet: Stage | Output | ...). Plans with different
+    numbers of blocks or stages fill with '–'. ValueError for plans of two members: their
+    papers' tables have different rows."""
+    families = list(dict.fromkeys(p.family for p in plans))
+    if len(families) > 1:
+        raise ValueError(f"one family per table: these specs are {' and '.join(families)} "
+                         "networks, whose papers' tables have different rows")
+    if families == ["vovnet"]:
+        return _vovnet_table(plans)
     n_blocks = max(len(p.block_config) for p in plans)
     rows: list[list[str]] = []
 
@@ -317,6 +348,45 @@ def paper_table(plans: Sequence[Plan]) -> str:
     return render_table(header, rows, "markdown", align="l" * len(header))
 
 
+def _vovnet_table(plans: Sequence[Plan]) -> str:
+    """The layout of the VoVNet paper's Table 1: one row per stage, each OSA stage as
+    [3×3 conv, m × L; concat & 1×1 conv, o] × blocks."""
+    n_stages = max(len(p.spec.stages) for p in plans)
+    rows: list[list[str]] = []
+
+    def xy(hw) -> str:
+        return " × ".join(map(str, hw))
+
+    def stem(p: Plan) -> str:
+        k3 = _k(3, p.dims)
+        w0, w1, w2 = p.spec.stem_widths
+        conv = f"{k3} dw+pw conv" if p.spec.depthwise else f"{k3} conv"
+        return f"{k3} conv, {w0}, stride 2; {conv}, {w1}; {conv}, {w2}, stride 2"
+    rows.append(["Stem", _same(xy(p.stages[0].out_size) for p in plans),
+                 *[stem(p) for p in plans]])
+    for i in range(1, n_stages + 1):
+        def cell(p: Plan, i=i) -> str:
+            if i > len(p.spec.stages):
+                return "–"
+            st, k3 = p.spec.stages[i - 1], _k(3, p.dims)
+            conv = f"{k3} dw+pw conv" if p.spec.depthwise else f"{k3} conv"
+            pool = f"{k3} max pool, stride 2; " if i > 1 else ""
+            extra = "; eSE" if p.spec.attention.value == "ese" else ""
+            return (f"{pool}[{conv}, {st.conv_channels} {_times(p.spec.layers_per_block)}; "
+                    f"concat & {_k(1, p.dims)} conv, {st.out_channels}{extra}] "
+                    f"{_times(st.blocks)}")
+        sizes = [xy(p.stage(f"stage{i}").out_size) for p in plans if i <= len(p.spec.stages)]
+        rows.append([f"OSA stage {i}", _same(sizes), *[cell(p) for p in plans]])
+    rows.append(["Classification", "1 × 1", *[f"global average pool, {p.num_classes}D "
+                                               "fully-connected, softmax" for p in plans]])
+    rows.append(["Depth", "", *[str(p.depth) for p in plans]])
+    rows.append(["Residual", "", *[str(p.spec.residual).lower() for p in plans]])
+    rows.append(["Params", "", *[f"{human(p.params)} ({p.params:,})" for p in plans]])
+    rows.append(["MACs", "", *[human(p.macs) for p in plans]])
+    header = ["Stage", "Output", *[p.name for p in plans]]
+    return render_table(header, rows, "markdown", align="l" * len(header))
+
+
 # --- diff ----------------------------------------------------------------------------------
 
 def _stage_cells(s: Stage | None) -> tuple[str, str]:
@@ -360,6 +430,30 @@ def diff_rows(a: Plan, b: Plan) -> list[list[str]]:
 
 
 def _diff_settings(a: Plan, b: Plan) -> list[tuple[str, object, object]]:
+    """(setting, A's, B's) for every setting either member has ('–' where one lacks it)."""
+    sa, sb = _settings(a), _settings(b)
+    keys = list(dict.fromkeys([*sa, *sb]))
+    return [(k, sa.get(k, "–"), sb.get(k, "–")) for k in keys]
+
+
+def _settings(p: Plan) -> dict[str, object]:
+    """A plan's settings as diff shows them, in the member's spec order."""
+    if p.family == "vovnet":
+        spec = p.spec
+        return {"family": p.family, "stem_widths": list(spec.stem_widths),
+                "conv_channels": [st.conv_channels for st in spec.stages],
+                "out_channels": [st.out_channels for st in spec.stages],
+                "blocks": [st.blocks for st in spec.stages],
+                "layers_per_block": spec.layers_per_block,
+                "residual": str(spec.residual).lower(),
+                "depthwise": str(spec.depthwise).lower(), "attention": spec.attention.value,
+                "drop_rate": setting(spec.drop_rate),
+                "input": "x".join(map(str, p.input_shape)), "num_classes": p.num_classes,
+                "norm": _written(p, "norm"), "activation": _written(p, "activation")}
+    return {"family": p.family, **dict((k, v) for k, v, _ in _densenet_settings(p, p))}
+
+
+def _densenet_settings(a: Plan, b: Plan) -> list[tuple[str, object, object]]:
     return [("growth_rate", setting(a.growth_rate), setting(b.growth_rate)),
               ("bn_size", setting(a.bn_size), setting(b.bn_size)),
               ("compression", setting(a.compression), setting(b.compression)),

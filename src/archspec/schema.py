@@ -13,7 +13,7 @@ zero is caught at once instead of allocating terabytes.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Literal, Optional, TypeVar, Union
+from typing import Annotated, ClassVar, Literal, Optional, TypeVar, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema,
                       field_validator, model_serializer, model_validator)
@@ -21,6 +21,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema,
 __all__ = ["StemType", "NormType", "Activation", "ActivationSpec", "ACTIVATION_ARGUMENTS",
            "InputSpec", "StemSpec", "NormSpec",
            "AntiAliasSpec", "ExpectSpec", "DenseNetSpec", "json_schema",
+           "Attention", "OsaStageSpec", "VoVNetSpec", "FAMILIES", "Spec",
            "AXES", "PerBlock", "MAX_LAYERS_PER_BLOCK", "MAX_BLOCKS", "NAME_PATTERN",
            "NAME_CHARS", "NAME_RULE", "MAX_NAME_LENGTH"]
 
@@ -332,8 +333,43 @@ _ACTIVATION_JSON_SCHEMA = {"anyOf": [_ACTIVATION_NAMES, {
                                 "0.25)"}}}]}
 
 
-class DenseNetSpec(_Model):
+class _SpecModel(_Model):
+    """What every family member's spec has besides its fields: where it was read from,
+    and equality by value."""
+
+    # Where each key was written (archspec.yamlio.SourceMap); not part of the spec's value.
+    _source: object = PrivateAttr(default=None)
+    _files: tuple = PrivateAttr(default=())
+
+    def __eq__(self, other: object) -> bool:
+        # Two specs are equal when they say the same thing, wherever they were written.
+        if not isinstance(other, _SpecModel):
+            return NotImplemented
+        return type(self) is type(other) and self.model_dump() == other.model_dump()
+
+    def __hash__(self) -> int:
+        return hash(repr(self.model_dump()))
+
+    @property
+    def source_files(self) -> tuple[str, ...]:
+        """The files this spec was read from: its own, then every file it ``extends``
+        (empty for a spec made in code). No command writes over any of them."""
+        return self._files
+
+    @property
+    def source_map(self):
+        """The SourceMap the spec was loaded with (a synthetic one for specs made in code)."""
+        from .yamlio import SourceMap
+
+        return self._source if self._source is not None else SourceMap(f"<spec {self.name}>")
+
+
+class DenseNetSpec(_SpecModel):
     """A DenseNet (Huang et al., CVPR 2017): dense blocks joined by transition layers."""
+
+    #: The family member (not a field: a spec without ``family`` is a DenseNet, and its
+    #: canonical form and hash stay what they were before the family grew).
+    family: ClassVar[str] = "densenet"
 
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN,
                       description=f"Short identifier: {NAME_RULE}.")
@@ -400,43 +436,133 @@ class DenseNetSpec(_Model):
         None, description="Figures the author believes (params, out_channels); checked "
                           "against the plan.")
 
-    # Where each key was written (archspec.yamlio.SourceMap); not part of the spec's value.
-    _source: object = PrivateAttr(default=None)
-    _files: tuple = PrivateAttr(default=())
 
-    def __eq__(self, other: object) -> bool:
-        # Two specs are equal when they say the same thing, wherever they were written.
-        if not isinstance(other, DenseNetSpec):
-            return NotImplemented
-        return self.model_dump() == other.model_dump()
 
-    def __hash__(self) -> int:
-        return hash(repr(self.model_dump()))
+class Attention(str, Enum):
+    """Channel attention at the end of a VoVNet stage."""
 
-    @property
-    def source_files(self) -> tuple[str, ...]:
-        """The files this spec was read from: its own, then every file it ``extends``
-        (empty for a spec made in code). No command writes over any of them."""
-        return self._files
+    none = "none"
+    ese = "ese"
+    """Effective squeeze-excitation (CenterMask, 2020): the global mean of each channel,
+    one 1x1 conv with bias, a hard-sigmoid gate on the block's output."""
 
-    @property
-    def source_map(self):
-        """The SourceMap the spec was loaded with (a synthetic one for specs made in code)."""
-        from .yamlio import SourceMap
 
-        return self._source if self._source is not None else SourceMap(f"<spec {self.name}>")
+class OsaStageSpec(_Model):
+    """One VoVNet stage: ``blocks`` one-shot aggregation (OSA) blocks of the same widths."""
+
+    conv_channels: int = Field(ge=1, le=_MAX_WIDTH,
+                               description="Width of every 3x3 conv in the stage's OSA "
+                                           "blocks (the paper's 'OSA module' conv width).")
+    out_channels: int = Field(ge=1, le=_MAX_WIDTH,
+                              description="Width of the 1x1 conv that aggregates the block's "
+                                          "input and all its 3x3 outputs (the paper's "
+                                          "'concat & 1x1').")
+    blocks: int = Field(1, ge=1, le=MAX_LAYERS_PER_BLOCK,
+                        description="OSA blocks in the stage.")
+
+
+class VoVNetSpec(_SpecModel):
+    """A VoVNet (Lee et al., 2019; VoVNetV2 in CenterMask, Lee and Park, CVPR 2020): a
+    three-conv stem, then stages of one-shot aggregation (OSA) blocks. An OSA block runs
+    ``layers_per_block`` 3x3 convs in a chain, each reading only the one before it, and
+    concatenates the block's input with every conv's output once, into a 1x1 conv. Every
+    stage but the first starts with a 3x3/2 max pool (ceil mode). Conv-norm-activation
+    throughout (post-activation), named as timm's ``vovnet.py`` names its modules so that
+    state_dicts interchange."""
+
+    family: Literal["vovnet"] = Field(description="The family member: `vovnet`.")
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN,
+                      description=f"Short identifier: {NAME_RULE}.")
+    description: str = Field("", max_length=10_000, description="One line for people.")
+    source: str = Field("", max_length=10_000,
+                        description="Where the variant comes from: paper table and column, "
+                                    "or a library.")
+    input: InputSpec = Field(default_factory=InputSpec,
+                             description="The input: channels, and height/width (2D) or "
+                                         "size [L] (1D) or [D, H, W] (3D).")
+    stem_widths: Annotated[list[Annotated[int, Field(ge=1, le=_MAX_WIDTH)]],
+                           Field(min_length=3, max_length=3)] = Field(
+        [64, 64, 128], description="Widths of the stem's three 3x3 convs (strides 2, 1, 2).")
+    stages: Annotated[list[OsaStageSpec], Field(min_length=1, max_length=MAX_BLOCKS)] = Field(
+        description="The OSA stages, in order.")
+    layers_per_block: int = Field(ge=1, le=1024,
+                                  description="3x3 convs in each OSA block (the paper's 5 for "
+                                              "VoVNet-39/57, 3 for VoVNet-19).")
+    residual: bool = Field(False, description="VoVNetV2's identity shortcut around every "
+                                              "OSA block but the first of each stage.")
+    depthwise: bool = Field(False, description="Depthwise-separable 3x3 convs (a depthwise "
+                                               "3x3 then a pointwise 1x1), in the stem's "
+                                               "last two convs and every OSA block, whose "
+                                               "input is first reduced by a 1x1 conv to "
+                                               "conv_channels.")
+    attention: Attention = Field(Attention.none, strict=False,
+                                 description="`ese` (VoVNetV2's effective squeeze-excitation "
+                                             "on the last block of every stage) or `none`.")
+    norm: NormSpec = Field(default_factory=NormSpec, description="Normalisation layers.")
+    activation: Annotated[ActivationSpec, WithJsonSchema(_ACTIVATION_JSON_SCHEMA)] = Field(
+        ActivationSpec(type=Activation.relu),
+        description="The activation after every norm: as a DenseNet's (`relu`, the paper's).")
+    drop_rate: _Drop = Field(0.0, description="Dropout before the classifier (timm's "
+                                              "drop_rate).")
+    num_classes: int = Field(1000, ge=0, le=1_000_000,
+                             description="Classifier outputs. 0: no classifier (a headless "
+                                         "model): the model returns the pooled features.")
+    memory_efficient: Literal[False] = Field(
+        False, description="Always false: the memory levels recompute DenseNet's "
+                           "concatenations; an OSA block concatenates once, so it keeps no "
+                           "more than a plain conv net.")
+    expect: Optional[ExpectSpec] = Field(
+        None, description="Figures the author believes (params, out_channels); checked "
+                          "against the plan.")
+
+    @field_validator("memory_efficient", mode="before")
+    @classmethod
+    def _no_memory_levels(cls, v):
+        if v is not False:
+            raise ValueError("the memory levels are DenseNet's: they recompute what a "
+                             "dense block's repeated concatenations keep, and an OSA block "
+                             "concatenates once; remove memory_efficient")
+        return v
+
+
+#: The family members a spec's ``family`` key names; a spec without one is a DenseNet.
+FAMILIES = {"densenet": DenseNetSpec, "vovnet": VoVNetSpec}
+#: Any member's spec.
+Spec = Union[DenseNetSpec, VoVNetSpec]
 
 
 def json_schema() -> dict:
-    """The JSON Schema (draft 2020-12) of a spec file, for editors and docs.
+    """The JSON Schema (draft 2020-12) of a spec file, for editors and docs: a VoVNet's
+    (``$defs/VoVNetSpec``) when the file says ``family: vovnet``, else a DenseNet's
+    (``$defs/DenseNetSpec``).
 
     ``extends`` is added here: the loader resolves it before validation, so it is not a
-    field of the model, but a spec file may say it.
+    field of the model, but a spec file may say it; so is a DenseNet's optional
+    ``family: densenet``, which the loader reads and drops.
     """
-    schema = DenseNetSpec.model_json_schema()
-    schema["properties"]["extends"] = {
+    extends = {
         "type": "string", "title": "Extends",
         "description": "A zoo name or a path (relative to this file) of a spec to start "
                        "from; this file's keys are merged over it."}
+    defs: dict = {}
+    members = {}
+    for name, model in (("DenseNetSpec", DenseNetSpec), ("VoVNetSpec", VoVNetSpec)):
+        schema = model.model_json_schema()
+        defs.update(schema.pop("$defs", {}))
+        schema["properties"]["extends"] = extends
+        members[name] = schema
+    members["DenseNetSpec"]["properties"] = {
+        "family": {"type": "string", "enum": ["densenet"], "default": "densenet",
+                   "title": "Family",
+                   "description": "The family member; a spec without it is a DenseNet. "
+                                  "`vovnet` takes VoVNet's keys instead."},
+        **members["DenseNetSpec"]["properties"]}
+    defs.update(members)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$id": "urn:archspec:schema:densenet", **schema}
+            "$id": "urn:archspec:schema:densenet", "title": "archspec spec",
+            "description": "A network of the dense family: a DenseNet, or the member "
+                           "`family` names.",
+            "if": {"properties": {"family": {"const": "vovnet"}}, "required": ["family"]},
+            "then": {"$ref": "#/$defs/VoVNetSpec"},
+            "else": {"$ref": "#/$defs/DenseNetSpec"},
+            "$defs": defs}

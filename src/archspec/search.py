@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .errors import SpecError, format_path, parse_key_path
 from .loader import resolve
 from .overrides import key_path_error, read_override_value, safe_name
-from .schema import MAX_NAME_LENGTH
+from .schema import FAMILIES, MAX_NAME_LENGTH, DenseNetSpec
 from .plan import Plan, plan as make_plan
 from .yamlio import COMMAND_LINE, parse_yaml
 
@@ -295,9 +295,12 @@ def search(base: str | os.PathLike, vary: Mapping[str, Iterable[Any]], *,
     keys = list(vary)
     if not keys:
         raise SearchError("nothing to vary: give at least one key and its values")
+    source = resolve(base)
+    member = FAMILIES.get(source.data.get("family", "densenet"), DenseNetSpec) \
+        if isinstance(source.data, dict) else DenseNetSpec
     grid = []
     for i, key in enumerate(keys, start=1):
-        why = key_path_error(key)
+        why = key_path_error(key, member)  # in the terms of the base's family member
         if why:
             raise SearchError(f"{key}: {why}", i)
         values = _unique(_bounded_values(vary[key], key, i, allow_large_grid))
@@ -316,7 +319,6 @@ def search(base: str | os.PathLike, vary: Mapping[str, Iterable[Any]], *,
         raise SearchError(f"the grid has {count:,} combinations, more than {MAX_GRID:,}; "
                           "narrow it, or allow_large_grid=True (--allow-large-grid)")
 
-    source = resolve(base)
     # --set values are YAML text: read once, not once per combination.
     fixed = {k: read_override_value(v) for k, v in (overrides or {}).items()}
     base_plan = make_plan(source.spec(fixed or None))

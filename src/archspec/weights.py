@@ -324,7 +324,8 @@ def adapt_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def _adapt(state: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
-           adapt: tuple[str, ...], report: WeightsReport) -> dict[str, torch.Tensor]:
+           adapt: tuple[str, ...], report: WeightsReport,
+           first: str = "features.conv0.weight") -> dict[str, torch.Tensor]:
     """The checkpoint's tensors with the opted-into adaptations applied where the shapes
     call for them; each change is listed in ``report.adapted``."""
     out = dict(state)
@@ -338,7 +339,7 @@ def _adapt(state: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
             value = inflate_kernel(value, tuple(want.shape))
             how.append(f"{_shape(tuple(found.shape))} inflated to "
                        f"{_shape(tuple(value.shape))} (I3D)")
-        if "input_channels" in adapt and key == "features.conv0.weight" \
+        if "input_channels" in adapt and key == first \
                 and value.shape[1] != want.shape[1] and value.shape[0] == want.shape[0]:
             before = value.shape[1]
             value = adapt_input_channels(value, want.shape[1])
@@ -350,13 +351,23 @@ def _adapt(state: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
     return out
 
 
-def _hint(found: tuple, want: tuple, key: str, adapt: tuple[str, ...]) -> str:
+def _head_and_first_conv(model: nn.Module) -> tuple[str, str]:
+    """The classifier's key prefix and the first conv's weight key of a built model, as
+    its pretrained_cfg names them (timm's keys): a DenseNet's ``classifier.`` and
+    ``features.conv0.weight``, a VoVNet's ``head.fc.`` and ``stem.0.conv.weight``."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return (cfg.get("classifier", "classifier") + ".",
+            cfg.get("first_conv", "features.conv0") + ".weight")
+
+
+def _hint(found: tuple, want: tuple, key: str, adapt: tuple[str, ...],
+          first: str = "features.conv0.weight") -> str:
     """What ``adapt`` would do about a mismatch it could fix, for the message."""
     said = []
     if len(found) >= 3 and len(found) != len(want) and "inflate" not in adapt:
         said.append(f"a {len(found) - 2}D kernel in a {len(want) - 2}D net: "
                     "adapt=('inflate',) (--adapt inflate) inflates it (I3D's rule)")
-    if key == "features.conv0.weight" and len(found) >= 3 and found[0] == want[0] \
+    if key == first and len(found) >= 3 and found[0] == want[0] \
             and found[1] != want[1] and "input_channels" not in adapt:
         said.append(f"{found[1]} input channels for the spec's {want[1]}: "
                     "adapt=('input_channels',) (--adapt input_channels) adapts them")
@@ -375,17 +386,19 @@ def compare(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: str = 
                          + ", ".join(ADAPTATIONS))
     state, renamed, ambiguous, layouts = _normalise(state)
     expected = model.state_dict()
+    head, first = _head_and_first_conv(model)
     report = WeightsReport(checkpoint, remapped=renamed, ambiguous=sorted(ambiguous.items()),
                            layouts=layouts)
     if adapt:
-        state = _adapt(state, expected, tuple(adapt), report)
-    report.hints = {k: _hint(tuple(v.shape), tuple(expected[k].shape), k, tuple(adapt))
+        state = _adapt(state, expected, tuple(adapt), report, first)
+    report.hints = {k: _hint(tuple(v.shape), tuple(expected[k].shape), k, tuple(adapt),
+                             first)
                     for k, v in state.items()
                     if k in expected and tuple(v.shape) != tuple(expected[k].shape)}
     if drop_head:
-        report.dropped_head = [k for k in state if k.startswith(_HEAD_PREFIX)]
-        state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIX)}
-        expected = {k: v for k, v in expected.items() if not k.startswith(_HEAD_PREFIX)}
+        report.dropped_head = [k for k in state if k.startswith(head)]
+        state = {k: v for k, v in state.items() if not k.startswith(head)}
+        expected = {k: v for k, v in expected.items() if not k.startswith(head)}
     for key, want in expected.items():
         if key not in state:
             if not key.endswith(_OPTIONAL_SUFFIX):

@@ -1,0 +1,107 @@
+"""What every family member's plan is made of: the Stage each plan lists (stem, blocks,
+transitions or stages, head), the size arithmetic of convolutions and pools, the
+parameters of a norm, the reduction a backbone reports, and the check of ``expect``.
+Pure arithmetic, no torch; archspec.plan (DenseNet) and archspec.plan_vovnet use it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from .errors import SpecError
+
+__all__ = ["LayerPlan", "Stage", "StageNotFound", "conv_out", "volume", "norm_params",
+           "reduction", "check_expect"]
+
+
+def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a convolution or pooling window along one axis (floor mode)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One dense layer: sees ``in_channels`` (block input + earlier layers), adds ``growth_rate``.
+
+    ``bottleneck_channels`` is bn_size*k for DenseNet-B layers and None for plain ones.
+    """
+
+    name: str                      # denselayer{j}, as torchvision names it
+    in_channels: int
+    bottleneck_channels: Optional[int]
+    growth_rate: int
+    out_channels: int              # channels after this layer's output is concatenated
+    params: int
+    macs: int
+
+
+@dataclass(frozen=True, repr=False)
+class Stage:
+    """A stem, dense block, transition or head: what goes in, what comes out, what it costs.
+
+    ``module`` is the dotted name, in the built model, of the submodule whose output is
+    this stage's output (the hook point used to check a plan against a model).
+    """
+
+    name: str
+    kind: str                      # "stem" | "block" | "transition" | "head"
+    module: str
+    in_channels: int
+    out_channels: int
+    in_size: tuple[int, ...]       # one entry per spatial axis: (L,), (H, W), (D, H, W)
+    out_size: tuple[int, ...]
+    params: int
+    macs: int
+    activations: int               # output elements per image
+    layers: tuple[LayerPlan, ...] = ()
+    growth_rate: Optional[int] = None      # block
+    bn_size: Optional[int] = None          # block (None: no bottleneck)
+    compression: Optional[float] = None    # transition
+    drop_rate: float = 0.0                 # block and transition
+    blur: bool = False                     # stem pool / transition pool is a blur pool
+
+    def __repr__(self) -> str:
+        shape = "x".join(map(str, (self.out_channels, *self.out_size)))
+        return (f"Stage({self.name!r}, {self.kind}, out {shape}, params={self.params:,}, "
+                f"macs={self.macs:,}" + (f", layers={len(self.layers)}" if self.layers else "")
+                + ")")
+
+
+class StageNotFound(KeyError):
+    """``Plan.stage`` with a name the plan does not have (the message lists the names)."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0])
+
+
+def norm_params(affine: bool):
+    """channels -> parameters of one norm layer: weight and bias when affine, else none."""
+    return (lambda c: 2 * c) if affine else (lambda c: 0)
+
+
+def volume(size: Sequence[int]) -> int:
+    """Elements of one channel of a feature map: the product of its spatial sizes."""
+    return math.prod(size)
+
+
+def reduction(full: int, now: int) -> int:
+    # Round to the nearest power of two: 224 -> 7 is 32 even where floors made sizes odd.
+    return 2 ** round(math.log2(full / now)) if now else 0
+
+
+def check_expect(p: Any) -> None:
+    exp = p.spec.expect
+    if exp is None:
+        return
+    smap = p.spec.source_map
+    problems = []
+    if exp.params is not None and exp.params != p.params:
+        problems.append(smap.problem(("expect", "params"), (
+            f"expected {exp.params:,} parameters, the plan has {p.params:,} "
+            f"(difference {p.params - exp.params:+,})")))
+    if exp.out_channels is not None and exp.out_channels != p.out_channels:
+        problems.append(smap.problem(("expect", "out_channels"), (
+            f"expected {exp.out_channels} output channels, the plan has {p.out_channels}")))
+    if problems:
+        raise SpecError(problems)
