@@ -27,7 +27,7 @@ from .graph_mode import capturing
 from .loader import load, loads
 from .nn import (BATCH_NORMS, CONVS, DenseBlock, DenseLayer, Features, Transition,
                  activate, cifar_stem, deep_stem, imagenet_stem, make_activation, make_norm)
-from .nn_vovnet import ClassifierHead, OsaBlock, OsaStage, vovnet_stem
+from .nn_vovnet import ClassifierHead, OsaBlock, OsaStage, feature_maps, vovnet_stem
 from .plan import Plan, plan as make_plan
 from .plan_vovnet import VoVNetPlan
 from .resources import check_resources
@@ -90,11 +90,8 @@ class DenseNet(nn.Module):
                  drop_head: bool = False, allow_large: bool = False,
                  adapt: tuple[str, ...] | list[str] = ()):
         super().__init__()
-        plan = _as_plan(spec, overrides)
-        check_resources(plan, device="cpu", dtype_bytes=4, allow_large=allow_large)
-        _seeded(seed, lambda: self._make(plan))
-        if weights is not None:
-            _load_weights(self, weights, drop_head, adapt)
+        _construct(self, "densenet", spec, overrides, seed, weights, drop_head, allow_large,
+                   adapt, self._make)
 
     def _make(self, plan: Plan) -> None:
         self.plan = plan
@@ -269,11 +266,9 @@ class DenseNetFeatures(nn.Module):
                  weights: str | os.PathLike | Mapping[str, Tensor] | None = None,
                  allow_large: bool = False, adapt: tuple[str, ...] | list[str] = ()):
         super().__init__()
-        plan = _as_plan(spec, overrides)
-        check_resources(plan, device="cpu", dtype_bytes=4, allow_large=allow_large)
-        _seeded(seed, lambda: self._make(plan, out_indices))
-        if weights is not None:  # a backbone has no classifier: the checkpoint's is left out
-            _load_weights(self, weights, True, adapt)
+        # a backbone has no classifier: the checkpoint's is left out (drop_head)
+        _construct(self, "densenet", spec, overrides, seed, weights, True, allow_large,
+                   adapt, lambda plan: self._make(plan, out_indices))
 
     def _make(self, plan: Plan, out_indices: Optional[Tuple[int, ...]]) -> None:
         info = list(plan.feature_info)
@@ -342,13 +337,8 @@ class VoVNet(nn.Module):
                  drop_head: bool = False, allow_large: bool = False,
                  adapt: tuple[str, ...] | list[str] = ()):
         super().__init__()
-        plan = _as_plan(spec, overrides)
-        if not isinstance(plan, VoVNetPlan):
-            raise TypeError(f"{plan.name} is a {plan.family}; build it with archspec.build")
-        check_resources(plan, device="cpu", dtype_bytes=4, allow_large=allow_large)
-        _seeded(seed, lambda: self._make(plan))
-        if weights is not None:
-            _load_weights(self, weights, drop_head, adapt)
+        _construct(self, "vovnet", spec, overrides, seed, weights, drop_head, allow_large,
+                   adapt, self._make)
 
     def _make(self, plan: VoVNetPlan) -> None:
         self.plan = plan
@@ -437,11 +427,8 @@ class VoVNetFeatures(nn.Module):
                  weights: str | os.PathLike | Mapping[str, Tensor] | None = None,
                  allow_large: bool = False, adapt: tuple[str, ...] | list[str] = ()):
         super().__init__()
-        plan = _as_plan(spec, overrides)
-        check_resources(plan, device="cpu", dtype_bytes=4, allow_large=allow_large)
-        _seeded(seed, lambda: self._make(plan, out_indices))
-        if weights is not None:
-            _load_weights(self, weights, True, adapt)
+        _construct(self, "vovnet", spec, overrides, seed, weights, True, allow_large, adapt,
+                   lambda plan: self._make(plan, out_indices))
 
     def _make(self, plan: VoVNetPlan, out_indices: Optional[Tuple[int, ...]]) -> None:
         info = list(plan.feature_info)
@@ -468,17 +455,7 @@ class VoVNetFeatures(nn.Module):
     def forward(self, x: Tensor) -> List[Tensor]:
         if not torch.jit.is_scripting():
             self._check_input(x)
-        out: List[Tensor] = []
-        x = self.stem[1](self.stem[0](x))
-        if 0 in self._taps:
-            out.append(x)
-        x = self.stem[2](x)
-        for i, stage in enumerate(self.stages):
-            if i + 1 <= self._stop:
-                x = stage(x)
-                if i + 1 in self._taps:
-                    out.append(x)
-        return out
+        return feature_maps(self.stem, self.stages, x, self._taps, self._stop)
 
 
 #: Each family member's classifier model and backbone.
@@ -502,6 +479,21 @@ def check_input(plan: Plan, x: Any) -> None:
                          f"{'' if plan.input_shape[0] == 1 else 's'} (N x C x {axes}, "
                          f"C = {plan.input_shape[0]}), got {x.shape[1]}: shape "
                          f"{list(x.shape)}")
+
+
+def _construct(module: nn.Module, family: str, spec: Any,
+               overrides: Optional[Mapping[str, Any]], seed: Optional[int], weights: Any,
+               drop_head: bool, allow_large: bool, adapt: Any, make: Any) -> None:
+    """What every model class's constructor does: the plan of ``spec`` (a member of
+    ``family``), the resource guard, the modules made with ``seed``, the weights loaded."""
+    plan = _as_plan(spec, overrides)
+    if plan.family != family:
+        raise TypeError(f"{plan.name} is a {plan.family} spec, not a {family}: build it "
+                        "with archspec.build, which picks the class")
+    check_resources(plan, device="cpu", dtype_bytes=4, allow_large=allow_large)
+    _seeded(seed, lambda: make(plan))
+    if weights is not None:
+        _load_weights(module, weights, drop_head, adapt)
 
 
 def _seeded(seed: Optional[int], make: Any) -> None:

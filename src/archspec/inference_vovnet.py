@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from .builder import check_input
 from .folding import conv_like, fold_after
 from .nn import BATCH_NORMS
+from .nn_vovnet import feature_maps
 
 __all__ = ["InferenceVoVNet", "InferenceVoVNetFeatures", "fold_batch_norms"]
 
@@ -107,15 +108,4 @@ class InferenceVoVNetFeatures(_Folded):
         self._prepare(model, channels_last)
 
     def forward(self, x: Tensor) -> List[Tensor]:
-        x = self._laid_out(x)
-        out: List[Tensor] = []
-        x = self.stem[1](self.stem[0](x))
-        if 0 in self._taps:
-            out.append(x)
-        x = self.stem[2](x)
-        for i, stage in enumerate(self.stages):
-            if i + 1 <= self._stop:
-                x = stage(x)
-                if i + 1 in self._taps:
-                    out.append(x)
-        return out
+        return feature_maps(self.stem, self.stages, self._laid_out(x), self._taps, self._stop)

@@ -17,11 +17,9 @@ from typing import Any
 
 from torch import nn
 
-from .introspect_common import activation_of, check_shapes, fail, norm_of, zoo_twin
-from .loader import loads
+from .introspect_common import activation_of, fail, finished_spec, norm_of, zoo_twin
 from .nn import CONVS
 from .overrides import safe_name
-from .plan import plan as make_plan
 from .rules import deep_tiered_widths
 from .schema import DenseNetSpec, VoVNetSpec
 
@@ -147,16 +145,7 @@ def from_module(model: nn.Module, *, name: str | None = None,
         "num_classes": num_classes,
         "memory_efficient": _memory_level(model, blocks[0]),
     }
-    import yaml
-
-    spec = loads(yaml.safe_dump(data, sort_keys=False), source="<module>")
-    check_shapes(spec, model)
-    # Pin what was just checked, so the written spec guards its own numbers.
-    p = make_plan(spec)
-    data["expect"] = {"params": p.params, "out_channels": p.out_channels}
-    if name is None:
-        data["name"] = zoo_twin(spec) or data["name"]
-    return loads(yaml.safe_dump(data, sort_keys=False), source="<module>")
+    return finished_spec(data, model, name)
 
 
 def _blur_filter(pool: Any) -> int | None:

@@ -14,7 +14,7 @@ from .nn import BATCH_NORMS
 from .plan import plan as make_plan
 from .schema import Spec
 
-__all__ = ["fail", "activation_of", "norm_of", "check_shapes", "zoo_twin"]
+__all__ = ["fail", "activation_of", "norm_of", "check_shapes", "zoo_twin", "finished_spec"]
 
 
 def fail(message: str) -> SpecError:
@@ -133,3 +133,20 @@ def check_shapes(spec: Spec, model: nn.Module) -> None:
     report, _ = compare(expected_state(spec), model.state_dict(), "<module>")
     if not report.ok:
         raise SpecError(report.problems())
+
+
+def finished_spec(data: dict, model: nn.Module, name: str | None) -> Spec:
+    """The spec ``data`` says, checked against ``model``'s every parameter shape, with the
+    count and width so checked pinned in ``expect`` (the written spec guards its own
+    numbers) and, when no ``name`` was asked for, the zoo's name for the same network."""
+    import yaml
+
+    from .loader import loads
+
+    spec = loads(yaml.safe_dump(data, sort_keys=False), source="<module>")
+    check_shapes(spec, model)
+    p = make_plan(spec)
+    data = {**data, "expect": {"params": p.params, "out_channels": p.out_channels}}
+    if name is None:
+        data["name"] = zoo_twin(spec) or data["name"]
+    return loads(yaml.safe_dump(data, sort_keys=False), source="<module>")

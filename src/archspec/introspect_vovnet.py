@@ -53,11 +53,7 @@ def _act(unit: nn.Module) -> nn.Module:
 def from_vovnet(model: nn.Module, *, name: str | None = None,
                 source: str | None = None):
     """The VoVNetSpec of a VoVNet module; see archspec.from_module."""
-    import yaml
-
-    from .introspect_common import activation_of, check_shapes, norm_of, zoo_twin
-    from .loader import loads
-    from .plan import plan as make_plan
+    from .introspect_common import activation_of, finished_spec, norm_of
 
     stem = list(model.stem)
     if len(stem) != 3:
@@ -116,10 +112,4 @@ def from_vovnet(model: nn.Module, *, name: str | None = None,
         "drop_rate": float(getattr(drop, "p", 0.0) or getattr(model, "drop_rate", 0.0)),
         "num_classes": num_classes,
     }
-    spec = loads(yaml.safe_dump(data, sort_keys=False), source="<module>")
-    check_shapes(spec, model)
-    p = make_plan(spec)
-    data["expect"] = {"params": p.params, "out_channels": p.out_channels}
-    if name is None:
-        data["name"] = zoo_twin(spec) or data["name"]
-    return loads(yaml.safe_dump(data, sort_keys=False), source="<module>")
+    return finished_spec(data, model, name)

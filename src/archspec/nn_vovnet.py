@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from .nn import CONVS, Norm
 
 __all__ = ["ConvNormAct", "SeparableConvNormAct", "EffectiveSE", "OsaBlock", "OsaStage",
-           "ClassifierHead", "vovnet_stem"]
+           "ClassifierHead", "vovnet_stem", "feature_maps"]
 
 Act = Callable[[], nn.Module]
 
@@ -159,3 +159,21 @@ def vovnet_stem(in_channels: int, widths: List[int], depthwise: bool, norm: Norm
         second = ConvNormAct(w0, w1, 3, 1, norm, act, dims)
         third = ConvNormAct(w1, w2, 3, 2, norm, act, dims)
     return nn.Sequential(ConvNormAct(in_channels, w0, 3, 2, norm, act, dims), second, third)
+
+
+def feature_maps(stem: nn.Sequential, stages: nn.Sequential, x: Tensor, taps: List[int],
+                 stop: int) -> List[Tensor]:
+    """A VoVNet backbone's feature maps (timm's levels): level 0 is the stem's second
+    conv-norm-act (stride 2), level i the output of ``stages[i - 1]``; ``taps`` the levels
+    returned, ``stop`` the last one, past which nothing runs."""
+    out: List[Tensor] = []
+    x = stem[1](stem[0](x))
+    if 0 in taps:
+        out.append(x)
+    x = stem[2](x)
+    for i, stage in enumerate(stages):
+        if i + 1 <= stop:
+            x = stage(x)
+            if i + 1 in taps:
+                out.append(x)
+    return out

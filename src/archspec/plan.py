@@ -21,13 +21,14 @@ from fractions import Fraction
 from typing import Any, Optional, Sequence
 
 from .errors import Problem, SpecError
-from .plan_common import (LayerPlan, Stage, StageNotFound, check_expect as _check_expect,
+from .plan_common import (LayerPlan, PlanBase, Stage, StageNotFound,
+                          check_expect as _check_expect,
                           conv_out, norm_params as _norm_params, reduction as _reduction,
                           volume as _volume)
 from .rules import blur_padding, deep_tiered_widths, transition_recomputes
 from .schema import AXES, Activation, DenseNetSpec, NormType, Spec, StemType
 
-__all__ = ["LayerPlan", "Stage", "Plan", "plan", "conv_out", "blur_out"]
+__all__ = ["LayerPlan", "Stage", "StageNotFound", "Plan", "plan", "conv_out", "blur_out"]
 
 _POOLING_STEMS = (StemType.imagenet, StemType.deep, StemType.deep_tiered)
 _DEEP_STEMS = (StemType.deep, StemType.deep_tiered)
@@ -39,7 +40,7 @@ def blur_out(size: int, filter_size: int) -> int:
 
 
 @dataclass(frozen=True, repr=False)
-class Plan:
+class Plan(PlanBase):
     """The resolved architecture of one spec. Build a model from it or report it.
 
     ``growth_rate``, ``bn_size``, ``compression`` and ``drop_rate`` are as the spec wrote
@@ -74,15 +75,6 @@ class Plan:
         return (f"Plan({self.name!r}, input {shape}, blocks {list(self.block_config)}, "
                 f"params={self.params:,}, macs={self.macs:,}, "
                 f"out_channels={self.out_channels})")
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def dims(self) -> int:
-        """Spatial dimensions of the network: 1, 2 or 3."""
-        return len(self.input_shape) - 1
 
     @property
     def blocks(self) -> tuple[Stage, ...]:
@@ -172,21 +164,6 @@ class Plan:
                                      # the direct average-pool backward: 2D, 3D
                                      average_pool=not s.blur and self.dims in (2, 3),
                                      dropout=s.drop_rate > 0)
-
-    def stage(self, name: str) -> Stage:
-        """The stage called ``name`` (``stem``, ``denseblock2``, ``transition1``, ``head``).
-
-        Raises KeyError naming the valid stages (and the closest one) otherwise."""
-        for s in self.stages:
-            if s.name == name:
-                return s
-        import difflib
-
-        names = [s.name for s in self.stages]
-        close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else "."
-        raise StageNotFound(f"{self.name} has no stage {name!r}{hint} Stages: "
-                            + ", ".join(names))
 
 
 def _as_written(value: Any) -> Any:

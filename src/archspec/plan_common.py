@@ -11,8 +11,8 @@ from typing import Any, Optional, Sequence
 
 from .errors import SpecError
 
-__all__ = ["LayerPlan", "Stage", "StageNotFound", "conv_out", "volume", "norm_params",
-           "reduction", "check_expect"]
+__all__ = ["LayerPlan", "Stage", "StageNotFound", "PlanBase", "conv_out", "volume",
+           "norm_params", "reduction", "check_expect"]
 
 
 def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -73,6 +73,35 @@ class StageNotFound(KeyError):
 
     def __str__(self) -> str:  # KeyError would show the message in quotes
         return str(self.args[0])
+
+
+class PlanBase:
+    """What every member's plan answers besides its fields (``spec``, ``input_shape``,
+    ``stages``): its name, its dimensions, and a stage by name."""
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def dims(self) -> int:
+        """Spatial dimensions of the network: 1, 2 or 3."""
+        return len(self.input_shape) - 1
+
+    def stage(self, name: str) -> Stage:
+        """The stage called ``name`` (``stem``, ``denseblock2``, ``stage3``, ``head``...).
+
+        Raises KeyError naming the valid stages (and the closest one) otherwise."""
+        for s in self.stages:
+            if s.name == name:
+                return s
+        import difflib
+
+        names = [s.name for s in self.stages]
+        close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        raise StageNotFound(f"{self.name} has no stage {name!r}{hint} Stages: "
+                            + ", ".join(names))
 
 
 def norm_params(affine: bool):

@@ -22,8 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import Problem, SpecError
-from .plan_common import (Stage, StageNotFound, check_expect, conv_out, norm_params,
-                          reduction, volume)
+from .plan_common import PlanBase, Stage, check_expect, conv_out, norm_params, reduction, volume
 from .schema import AXES, Attention, NormType, VoVNetSpec
 
 __all__ = ["VoVNetPlan", "plan_vovnet", "pool_out"]
@@ -39,7 +38,7 @@ def pool_out(size: int) -> int:
 
 
 @dataclass(frozen=True, repr=False)
-class VoVNetPlan:
+class VoVNetPlan(PlanBase):
     """The resolved architecture of a VoVNet spec (the members' shared plan interface:
     ``spec``, ``stages``, ``params``, ``macs``, ``out_channels``, ``activations``,
     ``input_shape``, ``num_classes``, ``feature_info``, ``name``, ``dims``, ``stage``)."""
@@ -66,29 +65,12 @@ class VoVNetPlan:
                 f"out_channels={self.out_channels})")
 
     @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def dims(self) -> int:
-        """Spatial dimensions of the network: 1, 2 or 3."""
-        return len(self.input_shape) - 1
-
-    @property
     def depth(self) -> int:
         """The paper's depth: the stem's three convs and each OSA block's 3x3 convs and
         its 1x1 aggregation (VoVNet-39: 3 + 6 x (5 + 1) = 39); the depthwise variants'
         reductions, the eSE's 1x1 and the classifier are not counted."""
         spec = self.spec
         return 3 + (spec.layers_per_block + 1) * sum(st.blocks for st in spec.stages)
-
-    def stage(self, name: str) -> Stage:
-        """The stage called ``name`` (``stem``, ``stage1``, ..., ``head``)."""
-        for s in self.stages:
-            if s.name == name:
-                return s
-        raise StageNotFound(f"{self.name} has no stage {name!r}. Stages: "
-                            + ", ".join(s.name for s in self.stages))
 
     def training_memory(self, batch: int = 1, *, dtype_bytes: int = 4,
                         memory_efficient: bool | str | None = None,

@@ -334,8 +334,18 @@ _ACTIVATION_JSON_SCHEMA = {"anyOf": [_ACTIVATION_NAMES, {
 
 
 class _SpecModel(_Model):
-    """What every family member's spec has besides its fields: where it was read from,
-    and equality by value."""
+    """What every family member's spec has: its name, prose and input (the first fields
+    of each, in this order), where it was read from, and equality by value."""
+
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN,
+                      description=f"Short identifier: {NAME_RULE}.")
+    description: str = Field("", max_length=10_000, description="One line for people.")
+    source: str = Field("", max_length=10_000,
+                        description="Where the variant comes from: paper table and column, "
+                                    "or a library.")
+    input: InputSpec = Field(default_factory=InputSpec,
+                             description="The input: channels, and height/width (2D) or "
+                                         "size [L] (1D) or [D, H, W] (3D).")
 
     # Where each key was written (archspec.yamlio.SourceMap); not part of the spec's value.
     _source: object = PrivateAttr(default=None)
@@ -371,15 +381,6 @@ class DenseNetSpec(_SpecModel):
     #: canonical form and hash stay what they were before the family grew).
     family: ClassVar[str] = "densenet"
 
-    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN,
-                      description=f"Short identifier: {NAME_RULE}.")
-    description: str = Field("", max_length=10_000, description="One line for people.")
-    source: str = Field("", max_length=10_000,
-                        description="Where the variant comes from: paper table and column, "
-                                    "or a library.")
-    input: InputSpec = Field(default_factory=InputSpec,
-                             description="The input: channels, and height/width (2D) or "
-                                         "size [L] (1D) or [D, H, W] (3D).")
     stem: StemSpec = Field(default_factory=StemSpec, description="The stem.")
     growth_rate: PerBlock[_Growth] = Field(
         description="k: channels each dense layer adds. One number, or one per block.")
@@ -471,15 +472,6 @@ class VoVNetSpec(_SpecModel):
     state_dicts interchange."""
 
     family: Literal["vovnet"] = Field(description="The family member: `vovnet`.")
-    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN,
-                      description=f"Short identifier: {NAME_RULE}.")
-    description: str = Field("", max_length=10_000, description="One line for people.")
-    source: str = Field("", max_length=10_000,
-                        description="Where the variant comes from: paper table and column, "
-                                    "or a library.")
-    input: InputSpec = Field(default_factory=InputSpec,
-                             description="The input: channels, and height/width (2D) or "
-                                         "size [L] (1D) or [D, H, W] (3D).")
     stem_widths: Annotated[list[Annotated[int, Field(ge=1, le=_MAX_WIDTH)]],
                            Field(min_length=3, max_length=3)] = Field(
         [64, 64, 128], description="Widths of the stem's three 3x3 convs (strides 2, 1, 2).")
