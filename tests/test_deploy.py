@@ -36,12 +36,15 @@ def _model(kind: str, optimized: bool):
 
 
 def _same(a, b, tol: float = 1e-5) -> None:
+    """Equal within ``tol`` of the outputs' scale: a freshly initialised deep residual net
+    (ese_vovnet99b) has logits of 10^4, whose float32 rounding is not 1e-5."""
     if isinstance(a, (list, tuple)):
         assert len(a) == len(b)
         for x, y in zip(a, b):
-            torch.testing.assert_close(x, y, rtol=tol, atol=tol)
-    else:
-        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+            _same(x, y, tol)
+        return
+    scale = max(1.0, float(b.abs().max()))
+    torch.testing.assert_close(a, b, rtol=tol, atol=tol * scale)
 
 
 def _convert(model, how: str, x: torch.Tensor):

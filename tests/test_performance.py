@@ -59,14 +59,17 @@ def test_optimize_for_inference_is_exact_for_every_zoo_spec(name):
     p = archspec.plan(archspec.load(name))
     model = archspec.build(p, seed=0).eval()
     _randomise_norms(model)
-    fast = optimize_for_inference(model)
     x = _input_for(p)
+    if p.family == "vovnet":
+        # Through 20-100 post-activation convs (and residual sums) random norms grow the
+        # logits to 10^5, whose float32 rounding says little: the folding is checked in
+        # float64, where it is exact to rounding.
+        model, x = model.double(), x.double()
+    fast = optimize_for_inference(model)
     with torch.no_grad():
         ref = model(x)
         if p.family == "vovnet":
-            # post-activation through 20-100 folded convs: random norms grow the logits to
-            # hundreds, and float32 keeps their rounding at 1e-6 of that scale
-            assert (fast(x) - ref).abs().max() <= 1e-5 * ref.abs().max()
+            assert (fast(x) - ref).abs().max() <= 1e-10 * ref.abs().max()
         else:
             torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)
 

@@ -284,3 +284,23 @@ def test_spec_files_read_the_same_written_by_hand(spec_file):
     spec = archspec.load(path)
     assert spec.family == "vovnet" and spec.num_classes == 10 and spec.depthwise
     assert archspec.plan(spec).params == TIMM["ese_vovnet19b_dw"] - 1024 * 990 - 990
+
+
+def test_links_say_which_outputs_each_layer_reads(capsys, tmp_path):
+    dense = archspec.plan(archspec.load("densenet121")).links()
+    assert dense.stage == "denseblock1" and len(dense.sources) == 7
+    assert dense.read_by(2) == ["input", "layer 1", "layer 2"]  # layer 3 reads all before
+    osa = archspec.plan(archspec.load("vovnet39a")).links("stage3")
+    assert [osa.read_by(i) for i in range(5)] == [["input"], ["layer 1"], ["layer 2"],
+                                                   ["layer 3"], ["layer 4"]]
+    assert osa.read_by(5) == list(osa.sources)  # one aggregation of everything
+    out = tmp_path / "links.svg"
+    assert main(["plot", "densenet121", "vovnet39a", "--links", "-o", str(out)]) == 0
+    assert out.read_text().lstrip().startswith("<?xml")
+    assert main(["plot", "densenet121", "--links", "--stage", "transition1", "-o",
+                 str(tmp_path / "t.svg")]) == 2
+    assert "transition1 is a transition, not a block: denseblock1" in capsys.readouterr().err
+    assert main(["plot", "densenet121", "--stage", "denseblock2", "-o",
+                 str(tmp_path / "u.svg")]) == 2
+    assert not (tmp_path / "t.svg").exists() and not (tmp_path / "u.svg").exists()
+

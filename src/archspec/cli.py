@@ -908,24 +908,46 @@ def _plot_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("specs", nargs="+", metavar="SPEC")
     p.add_argument("-o", "--output", required=True, metavar="FILE.png|svg|pdf",
                    help="picture to write; the format follows the suffix")
+    p.add_argument("--links", action="store_true",
+                   help="draw a block's connectivity instead: which outputs each layer "
+                        "reads, and what the block emits")
+    p.add_argument("--stage", metavar="NAME",
+                   help="with --links: the block to draw (default: the first; "
+                        "denseblock2, stage3, ...)")
     _with_force(p)
     _with_set(p)
 
 
 @_command(
     "plot",
-    "channels after every layer, one line per spec",
+    "channels after every layer, one line per spec (--links: a block's connectivity)",
     _plot_arguments,
     examples=[
         "archspec plot densenet121 densenet169 -o channels.svg",
+        "archspec plot densenet121 vovnet39a --links -o links.svg",
     ])
 def cmd_plot(args: argparse.Namespace) -> int:
     if not args.output.lower().endswith((".png", ".svg", ".pdf")):
         raise _Usage(f"-o must end in .png, .svg or .pdf, got {args.output!r}")
+    if args.stage is not None and not args.links:
+        raise _Usage("--stage names the block --links draws; add --links")
     plans = _plans(args.specs, args)
-    from .plot import plot_channels  # imports matplotlib
+    if args.links:
+        from .plan_common import StageNotFound
 
-    out = plot_channels(plans, args.output, force=args.force, inputs=_inputs(args, *plans))
+        for p in plans:
+            try:
+                p.links(args.stage)
+            except StageNotFound as e:
+                raise _Usage(f"--stage: {e}") from None
+    from .plot import plot_channels, plot_links  # imports matplotlib
+
+    if args.links:
+        out = plot_links(plans, args.output, stage=args.stage, force=args.force,
+                         inputs=_inputs(args, *plans))
+    else:
+        out = plot_channels(plans, args.output, force=args.force,
+                            inputs=_inputs(args, *plans))
     _out(f"wrote {_shown_path(out)}")
     return EXIT_OK
 

@@ -33,9 +33,12 @@ def fold_after(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
 
 
 def conv_like(weight: Tensor, bias: Optional[Tensor], like: nn.Conv2d) -> nn.Conv2d:
+    """A conv with ``like``'s geometry, dtype and device holding ``weight`` and ``bias``
+    (float64 from the folding), rounded once, to ``like``'s dtype."""
     conv = type(like)(weight.shape[1], weight.shape[0], like.kernel_size, like.stride,
-                      like.padding, bias=bias is not None)
+                      like.padding, bias=bias is not None, device=like.weight.device,
+                      dtype=like.weight.dtype)
     conv.weight.data.copy_(weight)
     if bias is not None:
         conv.bias.data.copy_(bias)
-    return conv.to(like.weight.dtype)
+    return conv

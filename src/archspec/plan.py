@@ -21,7 +21,7 @@ from fractions import Fraction
 from typing import Any, Optional, Sequence
 
 from .errors import Problem, SpecError
-from .plan_common import (LayerPlan, PlanBase, Stage, StageNotFound,
+from .plan_common import (LayerPlan, Links, PlanBase, Stage, StageNotFound, links_matrix,
                           check_expect as _check_expect,
                           conv_out, norm_params as _norm_params, reduction as _reduction,
                           volume as _volume)
@@ -87,6 +87,12 @@ class Plan(PlanBase):
         stem_convs = 3 if self.stem_type in _DEEP_STEMS else 1
         per_layer = sum((2 if b.bn_size else 1) * len(b.layers) for b in self.blocks)
         return stem_convs + per_layer + (len(self.block_config) - 1) + 1
+
+    def _links(self, stage: Stage) -> Links:
+        # Huang et al.'s Figure 1: layer l reads the block input and every layer before it;
+        # the block emits the concatenation of all of them.
+        return links_matrix(stage.name, len(stage.layers), lambda j: range(j),
+                            "concatenation of the input and every layer")
 
     def training_memory(self, batch: int = 1, *, dtype_bytes: int = 4,
                         memory_efficient: bool | str | None = None,

@@ -11,8 +11,8 @@ from typing import Any, Optional, Sequence
 
 from .errors import SpecError
 
-__all__ = ["LayerPlan", "Stage", "StageNotFound", "PlanBase", "conv_out", "volume",
-           "norm_params", "reduction", "check_expect"]
+__all__ = ["LayerPlan", "Stage", "StageNotFound", "PlanBase", "Links", "links_matrix",
+           "conv_out", "volume", "norm_params", "reduction", "check_expect"]
 
 
 def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -75,6 +75,24 @@ class StageNotFound(KeyError):
         return str(self.args[0])
 
 
+@dataclass(frozen=True)
+class Links:
+    """A block's connectivity: which outputs each of its layers reads, and what the block
+    emits. ``sources`` are the block's input and its layers' outputs, in order;
+    ``readers`` its layers and, last, the block's output; ``reads[r][s]`` says whether
+    reader r reads source s (the picture ``archspec plot --links`` draws)."""
+
+    stage: str
+    sources: tuple[str, ...]
+    readers: tuple[str, ...]
+    reads: tuple[tuple[bool, ...], ...]
+    output: str                      # what the last reader is: "concatenation", ...
+
+    def read_by(self, reader: int) -> list[str]:
+        """The sources reader ``reader`` (0-based) reads, by name."""
+        return [s for s, on in zip(self.sources, self.reads[reader]) if on]
+
+
 class PlanBase:
     """What every member's plan answers besides its fields (``spec``, ``input_shape``,
     ``stages``): its name, its dimensions, and a stage by name."""
@@ -87,6 +105,16 @@ class PlanBase:
     def dims(self) -> int:
         """Spatial dimensions of the network: 1, 2 or 3."""
         return len(self.input_shape) - 1
+
+    def links(self, name: str | None = None) -> "Links":
+        """The connectivity of block ``name`` (default: the first block or stage); a
+        KeyError names the blocks a stage that has none."""
+        blocks = [s for s in self.stages if s.kind in ("block", "stage")]
+        stage = blocks[0] if name is None else self.stage(name)
+        if stage.kind not in ("block", "stage"):
+            raise StageNotFound(f"{stage.name} is a {stage.kind}, not a block: "
+                                + ", ".join(s.name for s in blocks) + " are")
+        return self._links(stage)
 
     def stage(self, name: str) -> Stage:
         """The stage called ``name`` (``stem``, ``denseblock2``, ``stage3``, ``head``...).
@@ -134,3 +162,13 @@ def check_expect(p: Any) -> None:
             f"expected {exp.out_channels} output channels, the plan has {p.out_channels}")))
     if problems:
         raise SpecError(problems)
+
+
+def links_matrix(stage: str, layers: int, reads, output: str) -> Links:
+    """Links for a block of ``layers`` layers, where ``reads(j)`` gives the sources (0 the
+    block input, i the output of layer i) layer j (1-based) reads, and the output reads
+    every source."""
+    sources = ("input", *(f"layer {i}" for i in range(1, layers + 1)))
+    rows = [tuple(s in reads(j) for s in range(layers + 1)) for j in range(1, layers + 1)]
+    rows.append((True,) * (layers + 1))
+    return Links(stage, sources, (*sources[1:], "output"), tuple(rows), output)

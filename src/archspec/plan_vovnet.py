@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import Problem, SpecError
-from .plan_common import PlanBase, Stage, check_expect, conv_out, norm_params, reduction, volume
+from .plan_common import (Links, PlanBase, Stage, check_expect, conv_out, links_matrix,
+                          norm_params, reduction, volume)
 from .schema import AXES, Attention, NormType, VoVNetSpec
 
 __all__ = ["VoVNetPlan", "plan_vovnet", "pool_out"]
@@ -71,6 +72,13 @@ class VoVNetPlan(PlanBase):
         reductions, the eSE's 1x1 and the classifier are not counted."""
         spec = self.spec
         return 3 + (spec.layers_per_block + 1) * sum(st.blocks for st in spec.stages)
+
+    def _links(self, stage: Stage) -> Links:
+        # Lee et al.'s Figure 1(b): each 3x3 conv reads only the one before it (the first,
+        # the block input); the block aggregates them all once, into its 1x1 conv.
+        return links_matrix(stage.name, self.spec.layers_per_block, lambda j: (j - 1,),
+                            "one concatenation of the input and every layer, into a 1x1 "
+                            "conv")
 
     def training_memory(self, batch: int = 1, *, dtype_bytes: int = 4,
                         memory_efficient: bool | str | None = None,

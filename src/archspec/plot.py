@@ -14,7 +14,7 @@ from .files import write_atomic
 from .plan import Plan
 from .report import setting
 
-__all__ = ["channel_trace", "plot_channels", "plot_search"]
+__all__ = ["channel_trace", "plot_channels", "plot_links", "plot_search"]
 
 
 def channel_trace(plan: Plan) -> tuple[list[int], list[int]]:
@@ -89,6 +89,35 @@ def plot_channels(plans: Sequence[Plan], path: str | os.PathLike, *, force: bool
     ax.set_title("Channels after every layer")
     ax.grid(alpha=0.25)
     ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path, force, inputs)
+
+
+def plot_links(plans: Sequence[Plan], path: str | os.PathLike, *, stage: str | None = None,
+               force: bool = False, inputs: Sequence[str] = ()):
+    """Draw each plan's block connectivity (``Plan.links``: which outputs each layer
+    reads, and what the block emits) side by side into ``path``, atomically: one row per
+    layer and one for the block's output, one column per source (the block input, then
+    each layer's output), a filled cell where the row reads the column."""
+    plt = _pyplot()
+    found = [p.links(stage) for p in plans]
+    width = sum(max(3.0, 0.35 * len(f.sources) + 1.5) for f in found)
+    fig, axes = plt.subplots(1, len(found), figsize=(min(width, 30), 5.2), dpi=120,
+                             squeeze=False)
+    for ax, p, f in zip(axes[0], plans, found):
+        ax.imshow([[1.0 if on else 0.0 for on in row] for row in f.reads], cmap="Greys",
+                  vmin=0, vmax=1.25, aspect="equal")
+        n = len(f.sources)
+        step = max(1, n // 16)  # a label every few layers in a long block
+        ax.set_xticks(range(0, n, step), [f.sources[i] for i in range(0, n, step)],
+                      rotation=90, fontsize=7)
+        ax.set_yticks(range(0, len(f.readers), step) if len(f.readers) > 1 else [0],
+                      [f.readers[i] for i in range(0, len(f.readers), step)], fontsize=7)
+        ax.set_xlabel("reads the output of")
+        ax.set_title(f"{p.name}: {f.stage}", fontsize=9)
+        ax.axhline(len(f.readers) - 1.5, color="tab:red", linewidth=1)
+    fig.suptitle("Which outputs each layer reads (last row: what the block emits)",
+                 fontsize=10)
     fig.tight_layout()
     return _save(fig, path, force, inputs)
 
