@@ -1,5 +1,5 @@
 """Regenerate the docs that come from the code: the spec field reference (from the
-pydantic schema) and the paper's tables (from the zoo's plans).
+pydantic schema) and the papers' tables (from the zoo's plans).
 
     python docs/generate.py          # writes docs/spec-reference.md and docs/tables.md
     python docs/generate.py --check  # exits 1 if either is stale (the tests run this)
@@ -154,6 +154,8 @@ def tables() -> str:
     imagenet = ["densenet121", "densenet169", "densenet201", "densenet264"]
     cifar = ["densenet-40-12", "densenet-100-12", "densenet-100-24", "densenet-bc-100-12",
              "densenet-bc-250-24", "densenet-bc-190-40"]
+    vovnets = ["vovnet39a", "vovnet57a", "ese_vovnet19b_slim_dw", "ese_vovnet19b_dw",
+               "ese_vovnet39b", "ese_vovnet57b", "ese_vovnet99b"]
 
     def plans(names):
         return [archspec.plan(archspec.load(n)) for n in names]
@@ -177,6 +179,12 @@ def tables() -> str:
         "`archspec table " + " ".join(cifar) + "`",
         "",
         paper_table(plans(cifar)),
+        "",
+        "## VoVNet's Table 1 (ImageNet, 224 x 224), with timm's VoVNetV2 variants",
+        "",
+        "`archspec table " + " ".join(vovnets) + "`",
+        "",
+        paper_table(plans(vovnets)),
         "",
     ])
 
