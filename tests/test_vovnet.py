@@ -304,3 +304,17 @@ def test_links_say_which_outputs_each_layer_reads(capsys, tmp_path):
                  str(tmp_path / "u.svg")]) == 2
     assert not (tmp_path / "t.svg").exists() and not (tmp_path / "u.svg").exists()
 
+
+def test_import_and_new_speak_vovnet(capsys, tmp_path):
+    out = tmp_path / "imported.yaml"
+    assert main(["import", "timm:ese_vovnet19b_slim_dw", "-o", str(out)]) == 0
+    assert "VoVNet-19, blocks per stage [1, 1, 1, 1]" in capsys.readouterr().out
+    assert archspec.plan(archspec.load(out)).params == TIMM["ese_vovnet19b_slim_dw"]
+    starter = tmp_path / "mine.yaml"
+    assert main(["new", "mine", "--from", "ese_vovnet19b_dw", "-o", str(starter)]) == 0
+    text = starter.read_text()
+    assert "# layers_per_block: 3" in text and "# residual: true" in text
+    changed = text.replace("# layers_per_block: 3", "layers_per_block: 4")
+    starter.write_text(changed)
+    assert archspec.load(starter).layers_per_block == 4
+

@@ -770,8 +770,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     text = canonical(spec)
     out = write_atomic(args.output, lambda fh: fh.write(text.encode()), force=args.force)
     p = make_plan(spec)
-    _out(f"wrote {_shown_path(out)} ({spec.name}: {p.params:,} params, block_config "
-         f"{list(p.block_config)}, k={setting(p.growth_rate)})")
+    shape = (f"block_config {list(p.block_config)}, k={setting(p.growth_rate)}"
+             if p.family == "densenet" else
+             f"VoVNet-{p.depth}, blocks per stage {[st.blocks for st in spec.stages]}")
+    _out(f"wrote {_shown_path(out)} ({spec.name}: {p.params:,} params, {shape})")
     return EXIT_OK
 
 

@@ -172,7 +172,7 @@ def plan_vovnet(spec: VoVNetSpec) -> VoVNetPlan:
             prefix = f"stages.{i}.blocks.{j}"
             residual = spec.residual and j > 0
             reduce = spec.depthwise and channels != m
-            if reduce and residual:
+            if reduce and residual and j == 1:  # once a stage, at its second block
                 problems.append(smap.problem(("stages", i, "blocks"), (
                     f"a depthwise OSA block reduces its {channels} input channels to "
                     f"conv_channels {m} with a 1x1 first, so it cannot add its input back "

@@ -43,6 +43,8 @@ def starter_text(name: str, file: str, base: str | None = None) -> str:
         return head + _FRESH.format(name=name)
     p = make_plan(load(base))
     s = p.spec
+    if p.family == "vovnet":
+        return head + "\n".join(_vovnet_lines(name, file, base, p)) + "\n"
     stem = f"{{type: {s.stem.type.value}}}"
     layers = (f"# depth: {s.depth}" if s.depth is not None
               else f"# block_config: {_yaml(list(p.block_config))}")
@@ -66,6 +68,32 @@ def starter_text(name: str, file: str, base: str | None = None) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def _vovnet_lines(name: str, file: str, base: str, p) -> list[str]:
+    """A VoVNet base's settings, each a commented line to change (the family comes with
+    ``extends``)."""
+    s = p.spec
+    stages = ", ".join(f"{{conv_channels: {st.conv_channels}, out_channels: "
+                       f"{st.out_channels}, blocks: {st.blocks}}}" for st in s.stages)
+    return [
+        f"extends: {_relative(base, file)}",
+        f"name: {name}",
+        f"description: {p.name}, changed   # say what you changed and why",
+        "",
+        f"# {p.name}'s settings: uncomment a line and change it to make your variant.",
+        f"# input: {{channels: {s.input.channels}, height: {s.input.height}, "
+        f"width: {s.input.width}}}",
+        f"# stem_widths: {_yaml(s.stem_widths)}",
+        f"# stages: [{stages}]",
+        f"# layers_per_block: {s.layers_per_block}",
+        f"# residual: {_yaml(s.residual)}",
+        f"# depthwise: {_yaml(s.depthwise)}",
+        f"# attention: {s.attention.value}",
+        f"# drop_rate: {_yaml(s.drop_rate)}",
+        f"# num_classes: {p.num_classes}",
+        f"# ({p.params:,} parameters as it stands)",
+    ]
+
+
 def _relative(base: str, file: str) -> str:
     """``base`` as ``extends`` in ``file`` must say it: a zoo name as it is, a path
     relative to the folder ``file`` is written to (as the loader resolves it)."""
@@ -77,6 +105,8 @@ def _relative(base: str, file: str) -> str:
 def _yaml(value) -> str:
     if value is None:
         return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_yaml(v) for v in value) + "]"
     return str(value)
