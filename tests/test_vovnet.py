@@ -318,3 +318,13 @@ def test_import_and_new_speak_vovnet(capsys, tmp_path):
     starter.write_text(changed)
     assert archspec.load(starter).layers_per_block == 4
 
+
+def test_check_weights_names_the_vovnet_a_checkpoint_fits(capsys, tmp_path):
+    ckpt = tmp_path / "slim10.pt"
+    torch.save(timm.create_model("ese_vovnet19b_slim_dw", num_classes=10).state_dict(), ckpt)
+    assert main(["check-weights", "ese_vovnet19b_dw", str(ckpt), "--drop-head"]) == 1
+    err = capsys.readouterr().err
+    assert "fits the zoo's ese_vovnet19b_slim_dw" in err
+    assert main(["check-weights", "ese_vovnet19b_slim_dw", str(ckpt), "--drop-head"]) == 0
+    assert "classifier not loaded (2 tensors, drop_head)" in capsys.readouterr().out
+

@@ -650,11 +650,12 @@ def zoo_specs_fitting(state: Mapping[str, torch.Tensor], *, drop_head: bool = Fa
     named, _ = normalise_keys(dict(state))
     count = sum(t.numel() for k, t in named.items()
                 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
-                and not (drop_head and k.startswith("classifier.")))
+                and not (drop_head and k.startswith(("classifier.", "head.fc."))))
     fits = []
     for name in zoo.names():
         p = load_plan(name)
-        head = p.stages[-1].params - 2 * p.stages[-1].in_channels  # classifier, not norm5
+        c, n = p.stages[-1].in_channels, p.num_classes
+        head = c * n + n  # the classifier's weight and bias (a DenseNet's norm5 stays)
         if count != (p.params - head if drop_head else p.params):
             continue
         report, _ = compare(expected_state(p), dict(state), drop_head=drop_head)
