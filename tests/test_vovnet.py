@@ -328,3 +328,23 @@ def test_check_weights_names_the_vovnet_a_checkpoint_fits(capsys, tmp_path):
     assert main(["check-weights", "ese_vovnet19b_slim_dw", str(ckpt), "--drop-head"]) == 0
     assert "classifier not loaded (2 tensors, drop_head)" in capsys.readouterr().out
 
+
+@pytest.mark.parametrize("name", ["tiny", "ese_vovnet19b_slim_dw", "ese_vovnet39b"])
+def test_training_memory_is_what_autograd_keeps(name):
+    """The plan's estimate (summary --batch, search, the resource guard) against the
+    distinct storages a training forward saves for backward, parameters left out."""
+    size = "{channels: 3, height: 64, width: 64}"
+    spec = archspec.loads(small()) if name == "tiny" else \
+        archspec.load(name, overrides={"input": size, "expect": None})
+    model = archspec.build(spec, seed=0)
+    kept: dict[int, int] = {}
+
+    def pack(t):
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(torch.randn(2, 3, 64, 64))
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = sum(n for ptr, n in kept.items() if ptr not in weights)
+    assert abs(archspec.plan(spec).training_memory(2) / saved - 1) < 0.05, saved
+

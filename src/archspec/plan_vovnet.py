@@ -84,25 +84,42 @@ class VoVNetPlan(PlanBase):
                         memory_efficient: bool | str | None = None,
                         recomputation: bool = True) -> int:
         """Estimated bytes of activations autograd keeps for backward in a training step
-        of ``batch`` images: per conv-norm-act, its conv's output (the norm's input) and the
-        activated output the next conv reads; per OSA block, the concatenation its 1x1
-        reads; the image. An estimate for the resource guard (no memory levels here)."""
+        of ``batch`` images (``dtype_bytes`` per element): the image; per conv-norm-act
+        its conv's output (the norm's input) and its activated output (the next layer's
+        input), and a separable one's depthwise output besides; per OSA block the
+        concatenation its 1x1 reads, and the eSE product and residual sum where they
+        are; each stage pool's output and indices (int64: two float32 elements); the
+        head's input and pooled features. An estimate for the resource guard (within
+        about 10% of what autograd keeps, tested); VoVNets have no memory levels."""
         return self._saved_elements_per_image() * batch * dtype_bytes
 
     def _saved_elements_per_image(self) -> int:
+        spec = self.spec
+        dw = spec.depthwise
         total = self.input_shape[0] * volume(self.input_shape[1:])
         for s in self.stages:
             vol = volume(s.out_size)
             if s.kind == "stem":
-                w0, w1, w2 = self.spec.stem_widths
+                w0, w1, w2 = spec.stem_widths
                 half = volume(tuple(conv_out(n, 3, 2, 1) for n in s.in_size))
                 total += 2 * ((w0 + w1) * half + w2 * vol)
+                if dw:  # the depthwise outputs of the two separable convs
+                    total += w0 * half + w1 * vol
             elif s.kind == "stage":
-                st = self.spec.stages[int(s.name[len("stage"):]) - 1]
-                m, L = st.conv_channels, self.spec.layers_per_block
-                for i in range(st.blocks):
-                    c_in = s.in_channels if i == 0 else st.out_channels
+                i = int(s.name[len("stage"):]) - 1
+                st = spec.stages[i]
+                m, L = st.conv_channels, spec.layers_per_block
+                if i > 0:  # the max pool's output and its int64 indices
+                    total += 3 * s.in_channels * vol
+                for j in range(st.blocks):
+                    c_in = s.in_channels if j == 0 else st.out_channels
+                    reduce = dw and c_in != m
                     total += (2 * L * m + (c_in + L * m) + 2 * st.out_channels) * vol
+                    total += (2 * m * vol if reduce else 0) + (L * m * vol if dw else 0)
+                    if spec.attention.value == "ese" and j == st.blocks - 1:
+                        total += st.out_channels * vol  # the gated product
+                    if spec.residual and j > 0:
+                        total += st.out_channels * vol  # the sum
             else:
                 total += s.in_channels * volume(s.in_size) + s.in_channels + s.activations
         return total
