@@ -26,7 +26,7 @@ from .files import write_atomic
 from .graph_mode import capturing
 from .loader import load, loads
 from .nn import (BATCH_NORMS, CONVS, DenseBlock, DenseLayer, Features, Transition,
-                 activate, cifar_stem, deep_stem, imagenet_stem, make_activation, make_norm)
+                 activate, classifier, cifar_stem, deep_stem, imagenet_stem, make_activation, make_norm)
 from .nn_vovnet import ClassifierHead, OsaBlock, OsaStage, feature_maps, vovnet_stem
 from .plan import Plan, plan as make_plan
 from .plan_vovnet import VoVNetPlan
@@ -129,7 +129,7 @@ class DenseNet(nn.Module):
         self.features = Features(OrderedDict(features), spec.memory_efficient)
         self.num_features = head.in_channels
         self.num_classes = plan.num_classes
-        self.classifier = _classifier(head.in_channels, plan.num_classes)
+        self.classifier = classifier(head.in_channels, plan.num_classes)
         # timm's flag is a bool; the level (true or max) lives on the blocks
         self.grad_checkpointing = bool(spec.memory_efficient)
         self.pretrained_cfg = _pretrained_cfg(plan)
@@ -192,7 +192,7 @@ class DenseNet(nn.Module):
         like = next(self.parameters())
         self.plan = _with_classes(self.plan, num_classes)
         self.num_classes = num_classes
-        self.classifier = _classifier(self.num_features, num_classes).to(
+        self.classifier = classifier(self.num_features, num_classes).to(
             device=like.device, dtype=like.dtype)
         self.pretrained_cfg = _pretrained_cfg(self.plan)
 
@@ -209,14 +209,6 @@ class DenseNet(nn.Module):
         for m in self.modules():
             if isinstance(m, (DenseBlock, Transition, Features)):
                 m.memory_efficient = level
-
-
-def _classifier(in_features: int, num_classes: int) -> nn.Module:
-    if num_classes == 0:
-        return nn.Identity()
-    linear = nn.Linear(in_features, num_classes)
-    nn.init.constant_(linear.bias, 0)  # torchvision's init of the classifier
-    return linear
 
 
 def _with_classes(plan: Plan, num_classes: int) -> Plan:
@@ -398,7 +390,7 @@ class VoVNet(nn.Module):
         like = next(self.parameters())
         self.plan = _with_classes(self.plan, num_classes)
         self.num_classes = num_classes
-        self.head.fc = _vovnet_fc(self.num_features, num_classes).to(device=like.device,
+        self.head.fc = classifier(self.num_features, num_classes).to(device=like.device,
                                                                        dtype=like.dtype)
         self.pretrained_cfg = _pretrained_cfg(self.plan)
 
@@ -408,12 +400,6 @@ class VoVNet(nn.Module):
         if enable:
             raise ValueError("the memory levels are DenseNet's: an OSA block concatenates "
                              "once, so a VoVNet keeps what a plain conv net keeps")
-
-
-def _vovnet_fc(in_features: int, num_classes: int) -> nn.Module:
-    from .nn_vovnet import _fc
-
-    return _fc(in_features, num_classes)
 
 
 class VoVNetFeatures(nn.Module):

@@ -23,7 +23,7 @@ from .schema import Activation, ActivationSpec, NormSpec, NormType
 
 __all__ = ["Norm", "CONVS", "BATCH_NORMS", "make_norm", "Features", "make_activation",
            "activate", "BlurPool2d", "DenseLayer", "DenseBlock", "Transition", "imagenet_stem",
-           "cifar_stem", "deep_stem"]
+           "cifar_stem", "deep_stem", "classifier"]
 
 Norm = Callable[[int], nn.Module]
 
@@ -333,3 +333,13 @@ def cifar_stem(in_channels: int, channels: int, dims: int = 2) -> list[tuple[str
     """conv0 3x3/1 (pad 1) and nothing after it, as in the paper's CIFAR nets."""
     return [("conv0", CONVS[dims - 1](in_channels, channels, kernel_size=3, padding=1,
                                       bias=False))]
+
+
+def classifier(in_features: int, num_classes: int) -> nn.Module:
+    """The linear classifier with a zero bias (torchvision's and timm's init), or an
+    Identity for a headless model (``num_classes`` 0)."""
+    if num_classes == 0:
+        return nn.Identity()
+    linear = nn.Linear(in_features, num_classes)
+    nn.init.constant_(linear.bias, 0)
+    return linear

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .nn import CONVS, Norm
+from .nn import CONVS, Norm, classifier
 
 __all__ = ["ConvNormAct", "SeparableConvNormAct", "EffectiveSE", "OsaBlock", "OsaStage",
            "ClassifierHead", "vovnet_stem", "feature_maps"]
@@ -133,19 +133,11 @@ class ClassifierHead(nn.Module):
         super().__init__()
         self.spatial: List[int] = list(range(2, dims + 2))
         self.drop = nn.Dropout(drop_rate)
-        self.fc: nn.Module = _fc(in_features, num_classes)
+        self.fc: nn.Module = classifier(in_features, num_classes)
 
     def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.drop(x.mean(self.spatial))
         return x if pre_logits else self.fc(x)
-
-
-def _fc(in_features: int, num_classes: int) -> nn.Module:
-    if num_classes == 0:
-        return nn.Identity()
-    fc = nn.Linear(in_features, num_classes)
-    nn.init.zeros_(fc.bias)  # timm's init of the classifier
-    return fc
 
 
 def vovnet_stem(in_channels: int, widths: List[int], depthwise: bool, norm: Norm, act: Act,

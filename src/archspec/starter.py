@@ -49,13 +49,7 @@ def starter_text(name: str, file: str, base: str | None = None) -> str:
     layers = (f"# depth: {s.depth}" if s.depth is not None
               else f"# block_config: {_yaml(list(p.block_config))}")
     lines = [
-        f"extends: {_relative(base, file)}",
-        f"name: {name}",
-        f"description: {p.name}, changed   # say what you changed and why",
-        "",
-        f"# {p.name}'s settings: uncomment a line and change it to make your variant.",
-        f"# input: {{channels: {s.input.channels}, height: {s.input.height}, "
-        f"width: {s.input.width}}}",
+        *_opening(name, file, base, p),
         f"# stem: {stem}",
         f"# growth_rate: {_yaml(s.growth_rate)}",
         f"# bn_size: {_yaml(s.bn_size)}",
@@ -68,12 +62,9 @@ def starter_text(name: str, file: str, base: str | None = None) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def _vovnet_lines(name: str, file: str, base: str, p) -> list[str]:
-    """A VoVNet base's settings, each a commented line to change (the family comes with
-    ``extends``)."""
+def _opening(name: str, file: str, base: str, p) -> list[str]:
+    """What every member's starter opens with: extends, name, description, the input."""
     s = p.spec
-    stages = ", ".join(f"{{conv_channels: {st.conv_channels}, out_channels: "
-                       f"{st.out_channels}, blocks: {st.blocks}}}" for st in s.stages)
     return [
         f"extends: {_relative(base, file)}",
         f"name: {name}",
@@ -82,6 +73,17 @@ def _vovnet_lines(name: str, file: str, base: str, p) -> list[str]:
         f"# {p.name}'s settings: uncomment a line and change it to make your variant.",
         f"# input: {{channels: {s.input.channels}, height: {s.input.height}, "
         f"width: {s.input.width}}}",
+    ]
+
+
+def _vovnet_lines(name: str, file: str, base: str, p) -> list[str]:
+    """A VoVNet base's settings, each a commented line to change (the family comes with
+    ``extends``)."""
+    s = p.spec
+    stages = ", ".join(f"{{conv_channels: {st.conv_channels}, out_channels: "
+                       f"{st.out_channels}, blocks: {st.blocks}}}" for st in s.stages)
+    return [
+        *_opening(name, file, base, p),
         f"# stem_widths: {_yaml(s.stem_widths)}",
         f"# stages: [{stages}]",
         f"# layers_per_block: {s.layers_per_block}",
