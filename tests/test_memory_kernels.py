@@ -181,3 +181,19 @@ def test_sync_batch_norm_falls_back_to_the_plain_path(monkeypatch, tmp_path):
                      [p.grad for p in model.parameters()])
     finally:
         dist.destroy_process_group()
+
+
+def test_statistics_a_torch_has_freed_read_as_none():
+    """A node whose saved tensors are gone (torch 2.11 frees SyncBatchNorm's with its
+    output on CUDA) reads as "no statistics" (the public path), never as a RuntimeError;
+    the forward reads the node it made while its output lives, and keeps no graph."""
+    from archspec.memory import norms
+
+    bn = torch.nn.BatchNorm2d(4)
+    x = torch.randn(2, 4, 3, 3, requires_grad=True)
+    y = bn(x)
+    y.sum().backward()  # frees the node's saved tensors
+    assert kernels.batch_statistics_of(y.grad_fn) is None
+    out, stats = norms._run_reading(torch.nn.BatchNorm2d(4), x, kernels.batch_statistics_of)
+    assert stats is not None and stats[0].shape == (4,)
+    assert out.grad_fn is None

@@ -232,7 +232,10 @@ def batch_statistics_of(node) -> Optional[tuple[Tensor, Tensor]]:
     is not the kind that saves them where archspec looks)."""
     if type(node).__name__ != "NativeBatchNormBackward0":
         return None
-    return node._saved_result1, node._saved_result2
+    try:
+        return node._saved_result1, node._saved_result2
+    except RuntimeError:  # freed (a torch that releases them early): recompute instead
+        return None
 
 
 class SyncStats(NamedTuple):
@@ -250,7 +253,10 @@ def sync_statistics_of(node) -> Optional[SyncStats]:
     fn = sync_batch_norm()
     if fn is None or not isinstance(node, fn._backward_cls):
         return None
-    saved = node.saved_tensors
+    try:
+        saved = node.saved_tensors
+    except RuntimeError:  # freed (a torch that releases them early): rerun instead
+        return None
     if len(saved) != 5:
         return None
     _, _, mean, invstd, count = saved

@@ -44,15 +44,9 @@ class Recording:
         if isinstance(norm, nn.SyncBatchNorm) and norm.training and distributed():
             # SyncBatchNorm's own forward decides whether to synchronise; when it does,
             # its autograd node holds the global statistics.
-            y, node = _run_for_node(norm, x)
-            record = kernels.sync_statistics_of(node)
+            y, record = _run_reading(norm, x, _sync_record)
             if record is not None:
                 self.stats[id(norm)] = record
-            elif kernels.sync_batch_norm() is not None and \
-                    isinstance(node, kernels.sync_batch_norm()._backward_cls):
-                # it synchronised, but its saved statistics are not where archspec reads
-                # them: backward reruns the module (one more all-gather), see Replaying
-                self.stats[id(norm)] = _RERUN
             return y
         if keeps_statistics(norm, x):
             y, self.stats[id(norm)] = run_keeping_statistics(norm, x)
@@ -122,20 +116,32 @@ def keeps_statistics(norm: nn.Module, x: Tensor) -> bool:
 def run_keeping_statistics(norm: nn.Module, x: Tensor) -> tuple[Tensor, Optional[BatchStats]]:
     """A training BatchNorm's forward on the CPU, and the batch mean and invstd its kernel
     computed (what autograd's node for it saves)."""
-    y, node = _run_for_node(norm, x)
-    stats = kernels.batch_statistics_of(node)
+    y, stats = _run_reading(norm, x, kernels.batch_statistics_of)
     return y, BatchStats(*stats) if stats is not None else None
 
 
-def _run_for_node(norm: nn.Module, x: Tensor) -> tuple[Tensor, object]:
-    """norm(x) through the module (its hooks fire, its statistics update once) and the
-    autograd node it made, for the batch statistics it saved. The node and the input it
-    saved are dropped when the caller is done: only per-channel statistics are kept, and
-    the caller's saved-tensor hooks (save_on_cpu, memory counters) never see the
-    transient save."""
+def _run_reading(norm: nn.Module, x: Tensor, read: Callable) -> tuple[Tensor, object]:
+    """norm(x) through the module (its hooks fire, its statistics update once), and what
+    ``read`` finds in the autograd node it made (the batch statistics it saved). ``read``
+    runs while the output is alive: torch may free a node's saved tensors with its output
+    (torch 2.11 does for SyncBatchNorm's node on CUDA). The node and the input it saved are
+    dropped on return: only per-channel statistics are kept, and the caller's saved-tensor
+    hooks (save_on_cpu, memory counters) never see the transient save."""
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_same, _same):
         y = norm(x.detach().requires_grad_())
-    return y.detach(), y.grad_fn
+        found = read(y.grad_fn)
+    return y.detach(), found
+
+
+def _sync_record(node) -> object:
+    """A synchronised norm's global statistics; _RERUN if it synchronised but they are not
+    where archspec reads them (backward then reruns the module: one more all-gather, see
+    Replaying); None if it did not synchronise."""
+    record = kernels.sync_statistics_of(node)
+    if record is None and kernels.sync_batch_norm() is not None and \
+            isinstance(node, kernels.sync_batch_norm()._backward_cls):
+        return _RERUN
+    return record
 
 
 def _same(t: Tensor) -> Tensor:
