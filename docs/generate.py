@@ -95,7 +95,7 @@ def _rows(props: dict, required: set, defs: dict, prefix: str = "") -> list[str]
 def spec_reference() -> str:
     schema = json_schema()
     defs = schema.get("$defs", {})
-    dense, vovnet = defs["DenseNetSpec"], defs["VoVNetSpec"]
+    dense, vovnet, hardnet = defs["DenseNetSpec"], defs["VoVNetSpec"], defs["HarDNetSpec"]
     lines = [
         "# Spec reference",
         "",
@@ -104,7 +104,8 @@ def spec_reference() -> str:
         "Every key a spec may hold. Unknown keys are refused (with a 'did you mean'),",
         "counts are strict integers (`true` or `2.0` is not a count), numbers must be finite.",
         "`archspec schema` prints the same as JSON Schema for editors. A spec is a DenseNet",
-        "unless it says `family: vovnet` ([VoVNet](#vovnet-family-vovnet) below).",
+        "unless it says `family: vovnet` ([VoVNet](#vovnet-family-vovnet) below) or",
+        "`family: hardnet` ([HarDNet](#hardnet-family-hardnet)).",
         "",
         "## DenseNet",
         "",
@@ -121,6 +122,16 @@ def spec_reference() -> str:
         "The stages' keys (`stages[i].conv_channels`, `.out_channels`, `.blocks`): "
         + "; ".join(f"`{k}`: {v.get('description', '')}" for k, v in
                     defs["OsaStageSpec"]["properties"].items()),
+        "",
+        "## HarDNet (`family: hardnet`)",
+        "",
+        "| key | type | default | range | meaning |",
+        "|---|---|---|---|---|",
+        *_rows(hardnet["properties"], set(hardnet.get("required", [])), defs),
+        "",
+        "The blocks' keys (`blocks[i].growth_rate`, `.layers`, `.out_channels`, "
+        "`.downsample`): " + "; ".join(f"`{k}`: {v.get('description', '')}" for k, v in
+                                      defs["HarDBlockSpec"]["properties"].items()),
         "",
         "## Rules checked by the planner",
         "",
@@ -156,6 +167,7 @@ def tables() -> str:
              "densenet-bc-250-24", "densenet-bc-190-40"]
     vovnets = ["vovnet39a", "vovnet57a", "ese_vovnet19b_slim_dw", "ese_vovnet19b_dw",
                "ese_vovnet39b", "ese_vovnet57b", "ese_vovnet99b"]
+    hardnets = ["hardnet39ds", "hardnet68ds", "hardnet68", "hardnet85"]
 
     def plans(names):
         return [archspec.plan(archspec.load(n)) for n in names]
@@ -185,6 +197,12 @@ def tables() -> str:
         "`archspec table " + " ".join(vovnets) + "`",
         "",
         paper_table(plans(vovnets)),
+        "",
+        "## HarDNet's Table 1 (ImageNet, 224 x 224), as the reference code builds it",
+        "",
+        "`archspec table " + " ".join(hardnets) + "`",
+        "",
+        paper_table(plans(hardnets)),
         "",
     ])
 

@@ -130,7 +130,7 @@ def test_family_mistakes_are_located(spec_file, text, path, words):
     assert info.value.path == path and words in info.value.message, str(info.value)
 
 
-@pytest.mark.parametrize("activation", ["relu", "silu", "gelu", "mish", "elu", "prelu",
+@pytest.mark.parametrize("activation", ["relu", "silu", "gelu", "mish", "elu", "prelu", "relu6",
                                         "{type: leaky_relu, negative_slope: 0.2}"])
 def test_activations_build_and_differ(activation):
     small = {"depth": 16, "expect": None}
@@ -173,7 +173,7 @@ def test_options_are_in_the_json_schema():
     defs = schema["$defs"]
     assert defs["StemType"]["enum"] == ["cifar", "imagenet", "deep", "deep_tiered"]
     assert defs["NormType"]["enum"] == ["batch", "group", "instance", "layer"]
-    names = ["relu", "silu", "gelu", "leaky_relu", "elu", "mish", "prelu"]
+    names = ["relu", "silu", "gelu", "leaky_relu", "elu", "mish", "prelu", "relu6"]
     assert props["activation"]["anyOf"][0]["enum"] == names  # a name, or a mapping:
     assert props["activation"]["anyOf"][1]["properties"]["type"]["enum"] == names
     assert any(b.get("type") == "array" for b in props["growth_rate"]["anyOf"])
@@ -196,7 +196,8 @@ def family_specs(draw):
     norm = draw(st.sampled_from(["batch", "group", "instance", "layer",
                                  "{type: instance, affine: true}", "{type: batch, affine: false}"]))
     norm = norm[:-1] if norm.startswith("{") else "{type: " + norm
-    act = draw(st.sampled_from(["relu", "silu", "gelu", "mish", "elu", "{type: prelu, init: 0.1}",
+    act = draw(st.sampled_from(["relu", "silu", "gelu", "mish", "elu", "relu6",
+                                "{type: prelu, init: 0.1}",
                                 "{type: leaky_relu, negative_slope: 0.1}"]))
     lines = [
         "name: fam", f"input: {{channels: {draw(st.integers(1, 3))}, {size}}}",

@@ -80,7 +80,7 @@ def test_a_misspelled_key_stands_in_for_the_meant_one_when_planning(capsys, spec
                     "{type: cifar}"),
     ("stem.type: deep", "stem.type: unknown key 'stem.type'; in YAML, keys nest instead of "
                         "taking dots: write stem: {type: deep}"),
-    ("activation: ReLU", "activation: expected one of relu, silu, gelu, leaky_relu, elu, mish, prelu; found 'ReLU' (a "
+    ("activation: ReLU", "activation: expected one of relu, silu, gelu, leaky_relu, elu, mish, prelu, relu6; found 'ReLU' (a "
                          "string); did you mean 'relu'?"),
     ("norm: {type: Group}", "norm.type: expected one of batch, group, instance, layer; found 'Group' (a "
                             "string); did you mean 'group'?"),

@@ -17,15 +17,16 @@ from .errors import TORCH_MISSING as _TORCH_MISSING, Problem, SpecError, \
 from .loader import load, loads
 from .pipeline import load_plan
 from .plan import LayerPlan, Plan, Stage, plan
+from .plan_hardnet import HarDNetPlan
 from .plan_vovnet import VoVNetPlan
-from .schema import DenseNetSpec, StemType, VoVNetSpec
+from .schema import DenseNetSpec, HarDNetSpec, StemType, VoVNetSpec
 from .search import search
 
 if _typing.TYPE_CHECKING:  # for editors and type checkers only: torch stays lazy
     import torch
 
-    from .builder import (DenseNet, DenseNetFeatures, VoVNet, VoVNetFeatures, load_checkpoint,
-                          save_checkpoint)
+    from .builder import (DenseNet, DenseNetFeatures, HarDNet, HarDNetFeatures, VoVNet,
+                          VoVNetFeatures, load_checkpoint, save_checkpoint)
     from .deploy import ExportResult
 
 from .version import __version__
@@ -33,15 +34,15 @@ from .version import __version__
 __all__ = ["load", "loads", "plan", "load_plan", "search", "build", "from_module",
            "optimize_for_inference", "export", "canonical", "content_hash", "SpecError",
            "Problem", "Plan", "Stage", "LayerPlan", "DenseNetSpec", "StemType", "VoVNetSpec",
-           "VoVNetPlan", "__version__"]
+           "VoVNetPlan", "HarDNetSpec", "HarDNetPlan", "__version__"]
 
 
 # The model classes and the checkpoint functions live in archspec.builder, which imports
 # torch; they are looked up here only when named (``archspec.DenseNet``, as LightningCLI's
 # ``class_path`` names a model class), so ``import archspec`` stays torch-free. Not in
 # __all__ for that reason (a star import would load torch).
-_LAZY = {"DenseNet", "DenseNetFeatures", "VoVNet", "VoVNetFeatures", "save_checkpoint",
-         "load_checkpoint"}
+_LAZY = {"DenseNet", "DenseNetFeatures", "VoVNet", "VoVNetFeatures", "HarDNet",
+         "HarDNetFeatures", "save_checkpoint", "load_checkpoint"}
 
 
 def _torch_part(module: str, what: str):

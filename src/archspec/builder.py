@@ -25,15 +25,19 @@ from .canonical import canonical, content_hash
 from .files import write_atomic
 from .graph_mode import capturing
 from .loader import load, loads
-from .nn import (BATCH_NORMS, CONVS, DenseBlock, DenseLayer, Features, Transition,
+from .nn import (BATCH_NORMS, CONVS, ClassifierHead, DenseBlock, DenseLayer, Features, Transition,
                  activate, classifier, cifar_stem, deep_stem, imagenet_stem, make_activation, make_norm)
-from .nn_vovnet import ClassifierHead, OsaBlock, OsaStage, feature_maps, vovnet_stem
+from .nn_hardnet import (CombConvLayer, ConvLayer, HarDBlock, hardnet_feature_maps, hardnet_stem,
+                         hardnet_transition)
+from .nn_vovnet import OsaBlock, OsaStage, feature_maps, vovnet_stem
 from .plan import Plan, plan as make_plan
+from .plan_hardnet import HarDNetPlan, harmonic_links
 from .plan_vovnet import VoVNetPlan
 from .resources import check_resources
-from .schema import AXES, Attention, DenseNetSpec, StemType, VoVNetSpec
+from .schema import (AXES, Attention, DenseNetSpec, Downsample, HarDNetSpec, StemType,
+                     VoVNetSpec)
 
-__all__ = ["DenseNet", "DenseNetFeatures", "VoVNet", "VoVNetFeatures", "FeatureInfo", "build",
+__all__ = ["DenseNet", "DenseNetFeatures", "VoVNet", "VoVNetFeatures", "HarDNet", "HarDNetFeatures", "FeatureInfo", "build",
            "expected_state",
            "save_checkpoint", "load_checkpoint"]
 
@@ -49,9 +53,11 @@ def _pretrained_cfg(plan: Plan) -> Dict[str, Any]:
            "classifier": plan.stages[-1].module, "pool_size": tuple(plan.stages[-1].in_size),
            "spec_sha256": content_hash(plan.spec), "source": plan.spec.source}
     group = zoo.groups().get(_zoo_hashes().get(content_hash(plan.spec), ""))
-    if group in ("imagenet", "timm", "vovnet"):  # torchvision resizes bilinearly, timm
-        cfg.update(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875,  # bicubically
-                   interpolation="bilinear" if group == "imagenet" else "bicubic")
+    if group in ("imagenet", "timm", "vovnet", "hardnet"):  # torchvision (and HarDNet's
+        # reference, through torchvision's transforms) resize bilinearly, timm bicubically
+        cfg.update(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875,
+                   interpolation="bilinear" if group in ("imagenet", "hardnet")
+                   else "bicubic")
     return cfg
 
 
@@ -313,7 +319,70 @@ class DenseNetFeatures(nn.Module):
         check_input(self.plan, x)
 
 
-class VoVNet(nn.Module):
+class _PostActivationNet(nn.Module):
+    """What VoVNet and HarDNet share: a ``stem`` and a body whose output is
+    ``forward_features``, a ``head`` (global average pool, dropout, ``head.fc``), and the
+    timm-style model API (``forward_head``, ``get_classifier``, ``reset_classifier``,
+    ``pretrained_cfg``). The memory levels are DenseNet's; these members refuse them.
+    ``_zero_bias``: whether a fresh classifier's bias starts at zero (timm's VoVNet) or
+    where torch's default draws it (HarDNet's reference)."""
+
+    _zero_bias: bool = True
+    _no_memory_levels: str = ""
+
+    @torch.jit.unused
+    def _check_input(self, x: Tensor) -> None:
+        check_input(self.plan, x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Global average pool, dropout and classifier; ``pre_logits`` stops before it."""
+        return self.head(x, pre_logits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    @torch.jit.ignore
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A fresh classifier for ``num_classes`` (0: none); the plan follows."""
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"only global average pooling ('avg'), not {global_pool!r}")
+        like = next(self.parameters())
+        self.plan = _with_classes(self.plan, num_classes)
+        self.num_classes = num_classes
+        self.head.fc = classifier(self.num_features, num_classes, self._zero_bias).to(
+            device=like.device, dtype=like.dtype)
+        self.pretrained_cfg = _pretrained_cfg(self.plan)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: Union[bool, str] = True) -> None:
+        """The memory levels are DenseNet's: this member has none (ValueError if asked)."""
+        if enable:
+            raise ValueError("the memory levels are DenseNet's: " + self._no_memory_levels)
+
+
+def _feature_levels(module: nn.Module, plan: Any,
+                    out_indices: Optional[Tuple[int, ...]]) -> list:
+    """A backbone's levels: ``out_indices`` checked against ``plan.feature_info`` (a
+    ValueError naming the range), then ``plan``, ``dims``, ``out_indices`` (made
+    non-negative) and ``feature_info`` set on ``module``; returns the plan's levels."""
+    info = list(plan.feature_info)
+    out_indices = tuple(range(len(info)) if out_indices is None else out_indices)
+    bad = [i for i in out_indices if not -len(info) <= i < len(info)]
+    if bad:
+        raise ValueError(f"out_indices {bad} out of range: {plan.name} has "
+                         f"{len(info)} feature levels (0..{len(info) - 1})")
+    module.plan = plan
+    module.dims = plan.dims
+    module.out_indices = tuple(i % len(info) for i in out_indices)
+    module.feature_info = FeatureInfo(info[i] for i in module.out_indices)
+    return info
+
+
+class VoVNet(_PostActivationNet):
     """A VoVNet built from a VoVNetPlan; ``self.plan`` is the plan it was built from.
 
     timm's layout (``stem``, ``stages.i.blocks.j``, ``head.fc``: a timm VoVNet's
@@ -322,6 +391,9 @@ class VoVNet(nn.Module):
     ``num_classes``, ``get_classifier``, ``reset_classifier``, ``pretrained_cfg``. The
     constructor takes what DenseNet's takes.
     """
+
+    _no_memory_levels = ("an OSA block concatenates once, so a VoVNet keeps what a plain "
+                         "conv net keeps")
 
     def __init__(self, spec: VoVNetSpec | VoVNetPlan | str | os.PathLike, *,
                  overrides: Mapping[str, Any] | None = None, seed: int | None = None,
@@ -367,40 +439,6 @@ class VoVNet(nn.Module):
             self._check_input(x)
         return self.stages(self.stem(x))
 
-    @torch.jit.unused
-    def _check_input(self, x: Tensor) -> None:
-        check_input(self.plan, x)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Global average pool, dropout and classifier; ``pre_logits`` stops before it."""
-        return self.head(x, pre_logits)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    @torch.jit.ignore
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """A fresh classifier for ``num_classes`` (0: none); the plan follows."""
-        if global_pool not in (None, "avg"):
-            raise ValueError(f"only global average pooling ('avg'), not {global_pool!r}")
-        like = next(self.parameters())
-        self.plan = _with_classes(self.plan, num_classes)
-        self.num_classes = num_classes
-        self.head.fc = classifier(self.num_features, num_classes).to(device=like.device,
-                                                                       dtype=like.dtype)
-        self.pretrained_cfg = _pretrained_cfg(self.plan)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: Union[bool, str] = True) -> None:
-        """The memory levels are DenseNet's: a VoVNet has none (ValueError if asked)."""
-        if enable:
-            raise ValueError("the memory levels are DenseNet's: an OSA block concatenates "
-                             "once, so a VoVNet keeps what a plain conv net keeps")
-
 
 class VoVNetFeatures(nn.Module):
     """A VoVNet backbone: ``forward`` returns the feature maps at ``plan.feature_info``
@@ -417,16 +455,7 @@ class VoVNetFeatures(nn.Module):
                    lambda plan: self._make(plan, out_indices))
 
     def _make(self, plan: VoVNetPlan, out_indices: Optional[Tuple[int, ...]]) -> None:
-        info = list(plan.feature_info)
-        out_indices = tuple(range(len(info)) if out_indices is None else out_indices)
-        bad = [i for i in out_indices if not -len(info) <= i < len(info)]
-        if bad:
-            raise ValueError(f"out_indices {bad} out of range: {plan.name} has "
-                             f"{len(info)} feature levels (0..{len(info) - 1})")
-        self.plan = plan
-        self.dims = plan.dims
-        self.out_indices = tuple(i % len(info) for i in out_indices)
-        self.feature_info = FeatureInfo(info[i] for i in self.out_indices)
+        _feature_levels(self, plan, out_indices)
         full = VoVNet(plan, allow_large=True)
         self.stem, self.stages = full.stem, full.stages
         self.pretrained_cfg = full.pretrained_cfg
@@ -444,8 +473,108 @@ class VoVNetFeatures(nn.Module):
         return feature_maps(self.stem, self.stages, x, self._taps, self._stop)
 
 
+class HarDNet(_PostActivationNet):
+    """A HarDNet built from a HarDNetPlan; ``self.plan`` is the plan it was built from.
+
+    Layout: ``stem`` (conv, conv, downsampling), ``features.hardblockI`` (its
+    ``layers.j``) and ``features.transitionI`` (the 1x1 conv-norm-act and its
+    downsampling), ``head.fc``; the reference's flat ``base.N`` state_dict loads through
+    archspec.weights (remapped, reported). The model API DenseNet and VoVNet have:
+    ``forward_features``, ``forward_head(x, pre_logits=False)``, ``num_features``,
+    ``num_classes``, ``get_classifier``, ``reset_classifier``, ``pretrained_cfg``. Seeded,
+    it draws the reference's initial weights (the same modules in the same order, torch's
+    default initialisation, which the reference keeps).
+    """
+
+    _zero_bias = False  # torch's default Linear initialisation, as the reference keeps it
+    _no_memory_levels = "a HarDNet layer is post-activation and reads a few earlier outputs"
+
+    def __init__(self, spec: HarDNetSpec | HarDNetPlan | str | os.PathLike, *,
+                 overrides: Mapping[str, Any] | None = None, seed: int | None = None,
+                 weights: str | os.PathLike | Mapping[str, Tensor] | None = None,
+                 drop_head: bool = False, allow_large: bool = False,
+                 adapt: tuple[str, ...] | list[str] = ()):
+        super().__init__()
+        _construct(self, "hardnet", spec, overrides, seed, weights, drop_head, allow_large,
+                   adapt, self._make)
+
+    def _make(self, plan: HarDNetPlan) -> None:
+        self.plan = plan
+        spec = plan.spec
+        dims = self.dims = plan.dims
+        norm, act = make_norm(spec.norm, dims), make_activation(spec.activation)
+        dw_down = spec.downsample == Downsample.depthwise
+        self.stem = hardnet_stem(spec.input.channels, list(spec.stem_widths),
+                                 list(spec.stem_kernels), dw_down, norm, act, dims)
+        parts: "OrderedDict[str, nn.Module]" = OrderedDict()
+        for b, blk in enumerate(spec.blocks):
+            layers: List[nn.Module] = []
+            for reads, width in zip(plan.layer_inputs[b], plan.layer_widths[b]):
+                layers.append(CombConvLayer(reads, width, norm, act, dims) if spec.depthwise
+                              else ConvLayer(reads, width, 3, 1, norm, act, dims))
+            n = blk.layers
+            parts[f"hardblock{b + 1}"] = HarDBlock(
+                layers, [list(harmonic_links(j)) for j in range(1, n + 1)],
+                [j for j in range(1, n + 1) if j % 2 == 1 or j == n])
+            last = b == len(spec.blocks) - 1
+            parts[f"transition{b + 1}"] = hardnet_transition(
+                plan.block_out[b], blk.out_channels, spec.block_dropout if last else 0.0,
+                blk.downsample, dw_down, norm, act, dims)
+        self.features = nn.Sequential(parts)
+        self.num_features = plan.out_channels
+        self.num_classes = plan.num_classes
+        self.head = ClassifierHead(plan.out_channels, plan.num_classes, spec.drop_rate, dims,
+                                   zero_bias=self._zero_bias)
+        self.pretrained_cfg = _pretrained_cfg(plan)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last 1x1 conv's output: N x C x H/32 x W/32 for the zoo's HarDNets."""
+        if not torch.jit.is_scripting():
+            self._check_input(x)
+        return self.features(self.stem(x))
+
+
+class HarDNetFeatures(nn.Module):
+    """A HarDNet backbone: ``forward`` returns the feature maps at ``plan.feature_info``
+    (the stem's output, and each 1x1 conv's output where the next block works at a
+    coarser resolution, and the last), selected by ``out_indices``; a tap sits after the
+    transition's downsampling, so it has that level's reduction. State_dict keys are the
+    classifier model's minus ``head.*``."""
+
+    def __init__(self, spec: HarDNetSpec | HarDNetPlan | str | os.PathLike,
+                 out_indices: tuple[int, ...] | list[int] | None = None, *,
+                 overrides: Mapping[str, Any] | None = None, seed: int | None = None,
+                 weights: str | os.PathLike | Mapping[str, Tensor] | None = None,
+                 allow_large: bool = False, adapt: tuple[str, ...] | list[str] = ()):
+        super().__init__()
+        _construct(self, "hardnet", spec, overrides, seed, weights, True, allow_large, adapt,
+                   lambda plan: self._make(plan, out_indices))
+
+    def _make(self, plan: HarDNetPlan, out_indices: Optional[Tuple[int, ...]]) -> None:
+        info = _feature_levels(self, plan, out_indices)
+        full = HarDNet(plan, allow_large=True)
+        self.stem, self.features = full.stem, full.features
+        self.pretrained_cfg = full.pretrained_cfg
+        names = [name for name, _ in self.features.named_children()]
+        # the index in self.features whose output each level is (-1: the stem's)
+        self._taps: List[int] = sorted(
+            -1 if info[i]["module"] == "stem" else names.index(info[i]["module"].split(".")[1])
+            for i in self.out_indices)
+        self._stop = max(self._taps)
+
+    @torch.jit.unused
+    def _check_input(self, x: Tensor) -> None:
+        check_input(self.plan, x)
+
+    def forward(self, x: Tensor) -> List[Tensor]:
+        if not torch.jit.is_scripting():
+            self._check_input(x)
+        return hardnet_feature_maps(self.stem, self.features, x, self._taps, self._stop)
+
+
 #: Each family member's classifier model and backbone.
-_CLASSES = {"densenet": (DenseNet, DenseNetFeatures), "vovnet": (VoVNet, VoVNetFeatures)}
+_CLASSES = {"densenet": (DenseNet, DenseNetFeatures), "vovnet": (VoVNet, VoVNetFeatures),
+            "hardnet": (HarDNet, HarDNetFeatures)}
 
 
 def check_input(plan: Plan, x: Any) -> None:
@@ -504,11 +633,11 @@ def _as_plan(spec: Any, overrides: Optional[Mapping[str, Any]] = None) -> Plan:
     if overrides and not isinstance(spec, (str, os.PathLike)):
         raise TypeError("overrides apply to a zoo name or a path; for a DenseNetSpec use "
                         "archspec.load(name, overrides=...) first")
-    if isinstance(spec, (Plan, VoVNetPlan)):
+    if isinstance(spec, (Plan, VoVNetPlan, HarDNetPlan)):
         return spec
     if isinstance(spec, (str, os.PathLike)):
         spec = load(spec, overrides=dict(overrides) if overrides else None)
-    if not isinstance(spec, (DenseNetSpec, VoVNetSpec)):
+    if not isinstance(spec, (DenseNetSpec, VoVNetSpec, HarDNetSpec)):
         raise TypeError(f"a model is built from a spec, a plan, a zoo name or a path, not "
                         f"{type(spec).__name__}")
     return make_plan(spec)

@@ -35,10 +35,37 @@ def fold_after(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
 def conv_like(weight: Tensor, bias: Optional[Tensor], like: nn.Conv2d) -> nn.Conv2d:
     """A conv with ``like``'s geometry, dtype and device holding ``weight`` and ``bias``
     (float64 from the folding), rounded once, to ``like``'s dtype."""
-    conv = type(like)(weight.shape[1], weight.shape[0], like.kernel_size, like.stride,
-                      like.padding, bias=bias is not None, device=like.weight.device,
+    conv = type(like)(weight.shape[1] * like.groups, weight.shape[0], like.kernel_size,
+                      like.stride, like.padding, like.dilation, like.groups,
+                      bias=bias is not None, device=like.weight.device,
                       dtype=like.weight.dtype)
     conv.weight.data.copy_(weight)
     if bias is not None:
         conv.bias.data.copy_(bias)
     return conv
+
+
+#: (conv, norm) attribute pairs of the post-activation units: timm's VoVNet (``conv`` or
+#: the separable ``conv_pw``, then ``bn``) and HarDNet's reference (``conv`` or the
+#: depthwise ``dwconv``, then ``norm``).
+_UNITS = (("conv_pw", "bn"), ("conv", "bn"), ("conv", "norm"), ("dwconv", "norm"))
+
+
+def fold_batch_norms(model: nn.Module) -> int:
+    """Fold, in place, every affine BatchNorm that follows a conv in a conv-norm[-act]
+    unit (_UNITS) into that conv; returns how many were folded."""
+    from .nn import BATCH_NORMS
+
+    folded = 0
+    for unit in list(model.modules()):
+        for name, norm in _UNITS:
+            conv, bn = getattr(unit, name, None), getattr(unit, norm, None)
+            if not isinstance(conv, nn.modules.conv._ConvNd) or \
+                    not isinstance(bn, BATCH_NORMS) or not bn.affine or \
+                    not bn.track_running_stats:
+                continue
+            setattr(unit, name, conv_like(*fold_after(conv, bn), conv))
+            setattr(unit, norm, nn.Identity())
+            folded += 1
+            break
+    return folded

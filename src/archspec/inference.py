@@ -367,9 +367,15 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True,
         cls = InferenceVoVNet if hasattr(model, "head") else InferenceVoVNetFeatures
         fast: nn.Module = cls(model, channels_last)
         return fast if example_input is None else _captured(fast, example_input)
+    if family == "hardnet" and hasattr(model, "stem"):
+        from .inference_hardnet import InferenceHarDNet, InferenceHarDNetFeatures
+
+        cls = InferenceHarDNet if hasattr(model, "head") else InferenceHarDNetFeatures
+        fast = cls(model, channels_last)
+        return fast if example_input is None else _captured(fast, example_input)
     if not hasattr(model, "plan") or not hasattr(model, "features"):
         raise TypeError("optimize_for_inference takes a model built by archspec.build "
-                        "(a DenseNet, a VoVNet or a features_only backbone), not "
+                        "(a DenseNet, a VoVNet, a HarDNet or a features_only backbone), not "
                         f"{type(model).__name__}")
     import copy
 

@@ -19,28 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from .builder import check_input
-from .folding import conv_like, fold_after
-from .nn import BATCH_NORMS
+from .folding import fold_batch_norms
 from .nn_vovnet import feature_maps
 
 __all__ = ["InferenceVoVNet", "InferenceVoVNetFeatures", "fold_batch_norms"]
-
-
-def fold_batch_norms(model: nn.Module) -> int:
-    """Fold, in place, every affine BatchNorm that follows a conv in a conv-norm-act unit
-    (``conv`` or ``conv_pw``, then ``bn``) into that conv; returns how many were folded."""
-    folded = 0
-    for unit in list(model.modules()):
-        bn = getattr(unit, "bn", None)
-        name = "conv_pw" if hasattr(unit, "conv_pw") else "conv"
-        conv = getattr(unit, name, None)
-        if conv is None or not isinstance(bn, BATCH_NORMS) or not bn.affine \
-                or not bn.track_running_stats:
-            continue
-        setattr(unit, name, conv_like(*fold_after(conv, bn), conv))
-        unit.bn = nn.Identity()
-        folded += 1
-    return folded
 
 
 class _Folded(nn.Module):

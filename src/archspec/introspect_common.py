@@ -52,7 +52,8 @@ def zoo_twin(spec: Spec) -> str | None:
 
 
 _ACTIVATIONS = ((nn.ReLU, "relu"), (nn.SiLU, "silu"), (nn.GELU, "gelu"), (nn.Mish, "mish"),
-                (nn.LeakyReLU, "leaky_relu"), (nn.ELU, "elu"), (nn.PReLU, "prelu"))
+                (nn.LeakyReLU, "leaky_relu"), (nn.ELU, "elu"), (nn.PReLU, "prelu"),
+                (nn.ReLU6, "relu6"))
 
 
 def norm_of(model: nn.Module) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from .schema import Activation, ActivationSpec, NormSpec, NormType
 
 __all__ = ["Norm", "CONVS", "BATCH_NORMS", "make_norm", "Features", "make_activation",
            "activate", "BlurPool2d", "DenseLayer", "DenseBlock", "Transition", "imagenet_stem",
-           "cifar_stem", "deep_stem", "classifier"]
+           "cifar_stem", "deep_stem", "classifier", "ClassifierHead"]
 
 Norm = Callable[[int], nn.Module]
 
@@ -69,6 +69,8 @@ def make_activation(act: ActivationSpec) -> Callable[[], nn.Module]:
         return lambda: nn.ELU(act.argument, inplace=True)
     if kind == Activation.prelu:  # one learned slope per use, as MONAI builds it
         return lambda: nn.PReLU(1, act.argument)
+    if kind == Activation.relu6:
+        return lambda: nn.ReLU6(inplace=True)
     return lambda: nn.ReLU(inplace=True)
 
 
@@ -88,6 +90,8 @@ def activate(kind: str, x: Tensor, inplace: bool, argument: float = 0.0) -> Tens
         return F.leaky_relu(x, argument, inplace=inplace)
     if kind == "elu":
         return F.elu(x, argument, inplace=inplace)
+    if kind == "relu6":
+        return F.relu6(x, inplace=inplace)
     return F.gelu(x)
 
 
@@ -335,11 +339,30 @@ def cifar_stem(in_channels: int, channels: int, dims: int = 2) -> list[tuple[str
                                       bias=False))]
 
 
-def classifier(in_features: int, num_classes: int) -> nn.Module:
-    """The linear classifier with a zero bias (torchvision's and timm's init), or an
+def classifier(in_features: int, num_classes: int, zero_bias: bool = True) -> nn.Module:
+    """The linear classifier with a zero bias (torchvision's and timm's init; torch's
+    default where ``zero_bias`` is false, as HarDNet's reference leaves it), or an
     Identity for a headless model (``num_classes`` 0)."""
     if num_classes == 0:
         return nn.Identity()
     linear = nn.Linear(in_features, num_classes)
-    nn.init.constant_(linear.bias, 0)
+    if zero_bias:
+        nn.init.constant_(linear.bias, 0)
     return linear
+
+
+class ClassifierHead(nn.Module):
+    """Global average pool, dropout, linear classifier (timm's ClassifierHead keys:
+    ``head.fc``); with no classes the fc is an Identity and the pooled features pass."""
+
+    def __init__(self, in_features: int, num_classes: int, drop_rate: float, dims: int = 2,
+                 zero_bias: bool = True):
+        super().__init__()
+        self.spatial: List[int] = list(range(2, dims + 2))
+        self.drop = nn.Dropout(drop_rate)
+        self.fc: nn.Module = classifier(in_features, num_classes, zero_bias)
+
+    def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.drop(x.mean(self.spatial))
+        return x if pre_logits else self.fc(x)
+

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .nn import CONVS, Norm, classifier
+from .nn import CONVS, Norm
 
 __all__ = ["ConvNormAct", "SeparableConvNormAct", "EffectiveSE", "OsaBlock", "OsaStage",
-           "ClassifierHead", "vovnet_stem", "feature_maps"]
+           "vovnet_stem", "feature_maps"]
 
 Act = Callable[[], nn.Module]
 
@@ -123,21 +123,6 @@ class OsaStage(nn.Module):
         if self.pool is not None:
             x = self.pool(x)
         return self.blocks(x)
-
-
-class ClassifierHead(nn.Module):
-    """Global average pool, dropout, linear classifier (timm's ClassifierHead keys:
-    ``head.fc``); with no classes the fc is an Identity and the pooled features pass."""
-
-    def __init__(self, in_features: int, num_classes: int, drop_rate: float, dims: int = 2):
-        super().__init__()
-        self.spatial: List[int] = list(range(2, dims + 2))
-        self.drop = nn.Dropout(drop_rate)
-        self.fc: nn.Module = classifier(in_features, num_classes)
-
-    def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.drop(x.mean(self.spatial))
-        return x if pre_logits else self.fc(x)
 
 
 def vovnet_stem(in_channels: int, widths: List[int], depthwise: bool, norm: Norm, act: Act,

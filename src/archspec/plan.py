@@ -332,6 +332,9 @@ def plan(spec: Spec) -> Plan:
     if spec.family == "vovnet":  # each member plans in a module of its own
         from .plan_vovnet import plan_vovnet
         return plan_vovnet(spec)
+    if spec.family == "hardnet":
+        from .plan_hardnet import plan_hardnet
+        return plan_hardnet(spec)
     smap = spec.source_map
     problems: list[Problem] = []
 

@@ -9,10 +9,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from .errors import SpecError
+from .errors import Problem, SpecError
 
 __all__ = ["LayerPlan", "Stage", "StageNotFound", "PlanBase", "Links", "links_matrix",
-           "conv_out", "volume", "norm_params", "reduction", "check_expect"]
+           "conv_out", "volume", "norm_params", "reduction", "check_expect", "too_small",
+           "group_norm_problems"]
 
 
 def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -172,3 +173,33 @@ def links_matrix(stage: str, layers: int, reads, output: str) -> Links:
     rows = [tuple(s in reads(j) for s in range(layers + 1)) for j in range(1, layers + 1)]
     rows.append((True,) * (layers + 1))
     return Links(stage, sources, (*sources[1:], "output"), tuple(rows), output)
+
+
+def too_small(spec: Any, what: str, smallest: int) -> Problem:
+    """An input too small for ``what`` (located at its smallest axis), with the smallest
+    length each axis needs."""
+    from .schema import AXES
+
+    i = spec.input
+    axes = "x".join(AXES[i.dims])
+    small = min(range(i.dims), key=lambda a: i.spatial[a])
+    return spec.source_map.problem(("input", *i.axis_key(small)), (
+        f"input {i.channels}x{'x'.join(map(str, i.spatial))} ({axes}) is too small for "
+        f"{what}: each axis needs at least {smallest}"))
+
+
+def group_norm_problems(spec: Any, norms: Sequence[tuple[str, int]]) -> list[Problem]:
+    """Group norm's widths: every normalised width (``norms``: module, channels) must
+    divide into the spec's groups; one problem at ``norm.groups`` naming the first three
+    that do not."""
+    if spec.norm.type.value != "group":
+        return []
+    g = spec.norm.groups
+    bad = [(name, c) for name, c in norms if c % g]
+    if not bad:
+        return []
+    shown = "; ".join(f"{name} has {c} channels" for name, c in bad[:3])
+    more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+    return [spec.source_map.problem(("norm", "groups"), (
+        f"group norm with {g} groups needs every normalised width divisible by {g}: "
+        f"{shown}{more}"))]

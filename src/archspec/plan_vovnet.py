@@ -22,9 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import Problem, SpecError
-from .plan_common import (Links, PlanBase, Stage, check_expect, conv_out, links_matrix,
-                          norm_params, reduction, volume)
-from .schema import AXES, Attention, NormType, VoVNetSpec
+from .plan_common import (Links, PlanBase, Stage, check_expect, conv_out, group_norm_problems,
+                          links_matrix, norm_params, reduction, too_small, volume)
+from .schema import Attention, VoVNetSpec
 
 __all__ = ["VoVNetPlan", "plan_vovnet", "pool_out"]
 
@@ -154,7 +154,8 @@ def plan_vovnet(spec: VoVNetSpec) -> VoVNetPlan:
     half = tuple(stride2(n) for n in size)
     quarter = tuple(stride2(n) for n in half)
     if min(quarter) < 1 or min(half) < 1:
-        problems.append(_too_small(spec, "the stem's two stride-2 convs"))
+        problems.append(too_small(spec, "the stem's two stride-2 convs",
+                                  _smallest(len(spec.stages))))
         half, quarter = (1,) * dims, (1,) * dims
     second = separable if spec.depthwise else (lambda a, b: cna(a, b, k3))
     params = cna(c_in, w0, k3) + second(w0, w1) + second(w1, w2)
@@ -180,7 +181,8 @@ def plan_vovnet(spec: VoVNetSpec) -> VoVNetPlan:
             pooled = tuple(pool_out(n) for n in size)
             if min(pooled) < 1:
                 if not any(p.message.startswith("input") for p in problems):
-                    problems.append(_too_small(spec, f"stage{i + 1}'s 3x3/2 max pool"))
+                    problems.append(too_small(spec, f"stage{i + 1}'s 3x3/2 max pool",
+                                              _smallest(len(spec.stages))))
                 pooled = (1,) * dims
             size = pooled
         vol = volume(size)
@@ -228,7 +230,7 @@ def plan_vovnet(spec: VoVNetSpec) -> VoVNetPlan:
     head_out = n or channels
     stages.append(Stage("head", "head", "head.fc", channels, head_out, size, (1,) * dims,
                         channels * n + n, channels * n, head_out, drop_rate=spec.drop_rate))
-    problems += _group_norm_problems(spec, norms)
+    problems += group_norm_problems(spec, norms)
     if problems:
         raise SpecError(problems)
     result = VoVNetPlan(
@@ -239,15 +241,6 @@ def plan_vovnet(spec: VoVNetSpec) -> VoVNetPlan:
         feature_info=tuple(feature_info))
     check_expect(result)  # the same pins, said as a DenseNet's
     return result
-
-
-def _too_small(spec: VoVNetSpec, what: str) -> Problem:
-    i = spec.input
-    axes = "x".join(AXES[i.dims])
-    small = min(range(i.dims), key=lambda a: i.spatial[a])
-    return spec.source_map.problem(("input", *i.axis_key(small)), (
-        f"input {i.channels}x{'x'.join(map(str, i.spatial))} ({axes}) is too small for "
-        f"{what}: each axis needs at least {_smallest(len(spec.stages))}"))
 
 
 def _smallest(n_stages: int) -> int:
@@ -261,17 +254,3 @@ def _smallest(n_stages: int) -> int:
         if n >= 1:
             return size
         size += 1
-
-
-def _group_norm_problems(spec: VoVNetSpec, norms: list[tuple[str, int]]) -> list[Problem]:
-    if spec.norm.type != NormType.group:
-        return []
-    g = spec.norm.groups
-    bad = [(name, c) for name, c in norms if c % g]
-    if not bad:
-        return []
-    shown = "; ".join(f"{name} has {c} channels" for name, c in bad[:3])
-    more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
-    return [spec.source_map.problem(("norm", "groups"), (
-        f"group norm with {g} groups needs every normalised width divisible by {g}: "
-        f"{shown}{more}"))]

@@ -151,6 +151,11 @@ def _heading(plan: Plan) -> str:
                                                        if options else "")
                 + f", blocks per stage {[st.blocks for st in spec.stages]}, "
                 f"{spec.layers_per_block} layers per block, {where}")
+    if plan.family == "hardnet":
+        spec = plan.spec
+        return (f"{plan.name}: HarDNet-{plan.depth}" + ("DS" if spec.depthwise else "")
+                + f", m={spec.grmul:g}, k {[b.growth_rate for b in spec.blocks]}, "
+                f"layers per block {[b.layers for b in spec.blocks]}, {where}")
     k = setting(plan.growth_rate)
     k = f"[{k}]" if isinstance(plan.growth_rate, tuple) else k
     return (f"{plan.name}: {variant(plan)}, L={plan.depth}, k={k}, "
@@ -189,6 +194,13 @@ def plan_dict(plan: Plan, *, layers: bool = False) -> dict:
                "stage_config": [st.model_dump(mode="json") for st in spec.stages],
                "layers_per_block": spec.layers_per_block, "residual": spec.residual,
                "depthwise": spec.depthwise, "attention": spec.attention.value,
+               "drop_rate": spec.drop_rate}
+    elif plan.family == "hardnet":
+        own = {"stem_widths": list(spec.stem_widths), "stem_kernels": list(spec.stem_kernels),
+               "downsample": spec.downsample.value, "grmul": spec.grmul,
+               "block_config": [b.model_dump(mode="json") for b in spec.blocks],
+               "layer_widths": [list(w) for w in plan.layer_widths],
+               "depthwise": spec.depthwise, "block_dropout": spec.block_dropout,
                "drop_rate": spec.drop_rate}
     else:
         own = {"stem": plan.stem_type.value, "stem_channels": plan.stem_channels,
@@ -291,6 +303,8 @@ def paper_table(plans: Sequence[Plan]) -> str:
                          "networks, whose papers' tables have different rows")
     if families == ["vovnet"]:
         return _vovnet_table(plans)
+    if families == ["hardnet"]:
+        return _hardnet_table(plans)
     n_blocks = max(len(p.block_config) for p in plans)
     rows: list[list[str]] = []
 
@@ -387,6 +401,49 @@ def _vovnet_table(plans: Sequence[Plan]) -> str:
     return render_table(header, rows, "markdown", align="l" * len(header))
 
 
+def _hardnet_table(plans: Sequence[Plan]) -> str:
+    """The layout of the HarDNet paper's Table 1: the stem, then one row per harmonic
+    dense block with its k, m and n, the 1x1 conv after it and its downsampling."""
+    n_blocks = max(len(p.spec.blocks) for p in plans)
+    rows: list[list[str]] = []
+
+    def xy(hw) -> str:
+        return " × ".join(map(str, hw))
+
+    def down(p: Plan, where: str) -> str:
+        k = _k(3 if where == "stem" or p.spec.downsample.value == "depthwise" else 2, p.dims)
+        return (f"{k} dw conv, stride 2" if p.spec.downsample.value == "depthwise"
+                else f"{k} max pool, stride 2")
+
+    def stem(p: Plan) -> str:
+        (w0, w1), (k0, k1) = p.spec.stem_widths, p.spec.stem_kernels
+        return (f"{_k(k0, p.dims)} conv, {w0}, stride 2; {_k(k1, p.dims)} conv, {w1}; "
+                f"{down(p, 'stem')}")
+    rows.append(["Stem", _same(xy(p.stages[0].out_size) for p in plans),
+                 *[stem(p) for p in plans]])
+    for i in range(1, n_blocks + 1):
+        def cell(p: Plan, i=i) -> str:
+            if i > len(p.spec.blocks):
+                return "–"
+            b = p.spec.blocks[i - 1]
+            layer = (f"{_k(1, p.dims)} conv + {_k(3, p.dims)} dw conv" if p.spec.depthwise
+                     else f"{_k(3, p.dims)} conv")
+            return (f"HarDBlock k={b.growth_rate}, m={p.spec.grmul:g}, n={b.layers} "
+                    f"[{layer}]; {_k(1, p.dims)} conv, {b.out_channels}"
+                    + (f"; {down(p, 'block')}" if b.downsample else ""))
+        sizes = [xy(p.stage(f"hardblock{i}").out_size) for p in plans
+                 if i <= len(p.spec.blocks)]
+        rows.append([f"HarDBlock {i}", _same(sizes), *[cell(p) for p in plans]])
+    rows.append(["Classification", "1 × 1", *[f"global average pool, {p.num_classes}D "
+                                               "fully-connected, softmax" for p in plans]])
+    rows.append(["Depth", "", *[str(p.depth) + ("DS" if p.spec.depthwise else "")
+                                for p in plans]])
+    rows.append(["Params", "", *[f"{human(p.params)} ({p.params:,})" for p in plans]])
+    rows.append(["MACs", "", *[human(p.macs) for p in plans]])
+    header = ["Stage", "Output", *[p.name for p in plans]]
+    return render_table(header, rows, "markdown", align="l" * len(header))
+
+
 # --- diff ----------------------------------------------------------------------------------
 
 def _stage_cells(s: Stage | None) -> tuple[str, str]:
@@ -447,6 +504,19 @@ def _settings(p: Plan) -> dict[str, object]:
                 "layers_per_block": spec.layers_per_block,
                 "residual": str(spec.residual).lower(),
                 "depthwise": str(spec.depthwise).lower(), "attention": spec.attention.value,
+                "drop_rate": setting(spec.drop_rate),
+                "input": "x".join(map(str, p.input_shape)), "num_classes": p.num_classes,
+                "norm": _written(p, "norm"), "activation": _written(p, "activation")}
+    if p.family == "hardnet":
+        spec = p.spec
+        return {"family": p.family, "stem_widths": list(spec.stem_widths),
+                "stem_kernels": list(spec.stem_kernels), "downsample": spec.downsample.value,
+                "grmul": spec.grmul, "growth_rate": [b.growth_rate for b in spec.blocks],
+                "layers": [b.layers for b in spec.blocks],
+                "out_channels": [b.out_channels for b in spec.blocks],
+                "downsample_after": [b.downsample for b in spec.blocks],
+                "depthwise": str(spec.depthwise).lower(),
+                "block_dropout": setting(spec.block_dropout),
                 "drop_rate": setting(spec.drop_rate),
                 "input": "x".join(map(str, p.input_shape)), "num_classes": p.num_classes,
                 "norm": _written(p, "norm"), "activation": _written(p, "activation")}

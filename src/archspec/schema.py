@@ -21,7 +21,8 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema,
 __all__ = ["StemType", "NormType", "Activation", "ActivationSpec", "ACTIVATION_ARGUMENTS",
            "InputSpec", "StemSpec", "NormSpec",
            "AntiAliasSpec", "ExpectSpec", "DenseNetSpec", "json_schema",
-           "Attention", "OsaStageSpec", "VoVNetSpec", "FAMILIES", "Spec",
+           "Attention", "OsaStageSpec", "VoVNetSpec", "Downsample", "HarDBlockSpec",
+           "HarDNetSpec", "FAMILIES", "Spec",
            "AXES", "PerBlock", "MAX_LAYERS_PER_BLOCK", "MAX_BLOCKS", "NAME_PATTERN",
            "NAME_CHARS", "NAME_RULE", "MAX_NAME_LENGTH"]
 
@@ -88,6 +89,8 @@ class Activation(str, Enum):
     elu = "elu"
     mish = "mish"
     prelu = "prelu"
+    relu6 = "relu6"
+    """min(max(x, 0), 6): HarDNet's (and MobileNetV2's)."""
 
 
 # Which arguments each activation takes, named as torch.nn's modules name them.
@@ -413,8 +416,8 @@ class DenseNetSpec(_SpecModel):
     norm: NormSpec = Field(default_factory=NormSpec, description="Normalisation layers.")
     activation: Annotated[ActivationSpec, WithJsonSchema(_ACTIVATION_JSON_SCHEMA)] = Field(
         ActivationSpec(type=Activation.relu),
-        description="`relu` (the paper's), `silu`, `gelu`, `mish`, `leaky_relu`, `elu` or "
-                    "`prelu`; with arguments as a mapping: `{type: leaky_relu, "
+        description="`relu` (the paper's), `relu6`, `silu`, `gelu`, `mish`, `leaky_relu`, "
+                    "`elu` or `prelu`; with arguments as a mapping: `{type: leaky_relu, "
                     "negative_slope: 0.1}` (torch's default slope 0.01), `{type: elu, "
                     "alpha: 0.5}` (default 1.0), `{type: prelu, init: 0.1}` (default "
                     "0.25). PReLU learns one slope in every place it is used (MONAI's "
@@ -517,15 +520,106 @@ class VoVNetSpec(_SpecModel):
         return v
 
 
+class Downsample(str, Enum):
+    """How a HarDNet halves its feature maps (in the stem and after a block)."""
+
+    maxpool = "maxpool"
+    """A max pool: 3x3/2 (padding 1) in the stem, 2x2/2 after a block."""
+    depthwise = "depthwise"
+    """A 3x3/2 depthwise conv and a norm, no activation (the DS variants')."""
+
+
+class HarDBlockSpec(_Model):
+    """One harmonic dense block and the 1x1 conv after it (a row of the HarDNet paper's
+    Table 1): ``layers`` layers, layer j reading the outputs j - 2^i for every 2^i that
+    divides j (0 is the block's input), each ``growth_rate`` x grmul^(links - 1) wide,
+    rounded to an even number."""
+
+    growth_rate: int = Field(ge=1, le=_MAX_WIDTH,
+                             description="k: the width of a layer with one link.")
+    layers: int = Field(ge=1, le=1023,
+                        description="n: layers in the block (at most 1023, where every "
+                                    "power of two dividing a layer's index is at most 512, "
+                                    "as the reference code looks).")
+    out_channels: int = Field(ge=1, le=_MAX_WIDTH,
+                              description="Width of the 1x1 conv-norm-act after the block "
+                                          "(the block emits its odd layers and its last).")
+    downsample: bool = Field(False, description="Halve the feature maps after the 1x1 conv.")
+
+
+class HarDNetSpec(_SpecModel):
+    """A HarDNet (Chao et al., ICCV 2019): a two-conv stem and a downsampling, then
+    harmonic dense blocks, each followed by a 1x1 conv and, where asked, a downsampling.
+    Layer j of a block reads the outputs j - 2^i for every 2^i dividing j, and the block
+    emits its odd layers and its last (not its input). Conv-norm-activation throughout
+    (post-activation, ReLU6), as the reference code (PingoLH/Pytorch-HarDNet,
+    ``hardnet.py``) builds it."""
+
+    family: Literal["hardnet"] = Field(description="The family member: `hardnet`.")
+    stem_widths: Annotated[list[Annotated[int, Field(ge=1, le=_MAX_WIDTH)]],
+                           Field(min_length=2, max_length=2)] = Field(
+        [32, 64], description="Widths of the stem's two convs (the first has stride 2).")
+    stem_kernels: Annotated[list[Annotated[int, Field(ge=1, le=15)]],
+                            Field(min_length=2, max_length=2)] = Field(
+        [3, 3], description="Kernel sizes of the stem's two convs (odd; the DS variants' "
+                            "second is 1).")
+    downsample: Downsample = Field(Downsample.maxpool, strict=False,
+                                   description="`maxpool` or `depthwise` (the DS "
+                                               "variants'): the stem's and the blocks'.")
+    grmul: float = Field(ge=1.0, le=4.0, allow_inf_nan=False,
+                         description="m: a layer with L links is growth_rate x m^(L-1) "
+                                     "wide (1.7 for HarDNet-68/85, 1.6 for HarDNet-39).")
+    blocks: Annotated[list[HarDBlockSpec], Field(min_length=1, max_length=MAX_BLOCKS)] = \
+        Field(description="The harmonic dense blocks, in order.")
+    depthwise: bool = Field(False, description="Every block layer a 1x1 conv-norm-act then a "
+                                               "3x3 depthwise conv-norm (the DS variants).")
+    block_dropout: _Drop = Field(0.0, description="Dropout after the last block, before its "
+                                                  "1x1 conv (HarDNet-85's 0.1).")
+    norm: NormSpec = Field(default_factory=NormSpec, description="Normalisation layers.")
+    activation: Annotated[ActivationSpec, WithJsonSchema(_ACTIVATION_JSON_SCHEMA)] = Field(
+        ActivationSpec(type=Activation.relu6),
+        description="The activation after every norm but the depthwise convs': as a "
+                    "DenseNet's (`relu6`, the paper's).")
+    drop_rate: _Drop = Field(0.0, description="Dropout before the classifier.")
+    num_classes: int = Field(1000, ge=0, le=1_000_000,
+                             description="Classifier outputs. 0: no classifier (a headless "
+                                         "model): the model returns the pooled features.")
+    memory_efficient: Literal[False] = Field(
+        False, description="Always false: the memory levels recompute DenseNet's "
+                           "pre-activation layers; a HarDNet layer is post-activation and "
+                           "reads only log2(j) earlier outputs.")
+    expect: Optional[ExpectSpec] = Field(
+        None, description="Figures the author believes (params, out_channels); checked "
+                          "against the plan.")
+
+    @field_validator("memory_efficient", mode="before")
+    @classmethod
+    def _no_memory_levels(cls, v):
+        if v is not False:
+            raise ValueError("the memory levels are DenseNet's: they recompute a dense "
+                             "block's pre-activation norms and its concatenations; a "
+                             "HarDNet layer is post-activation and reads a few earlier "
+                             "outputs; remove memory_efficient")
+        return v
+
+    @field_validator("stem_kernels")
+    @classmethod
+    def _odd_kernels(cls, v):
+        if any(k % 2 == 0 for k in v):
+            raise ValueError(f"stem kernels must be odd (padding k//2 keeps the size): {v}")
+        return v
+
+
 #: The family members a spec's ``family`` key names; a spec without one is a DenseNet.
-FAMILIES = {"densenet": DenseNetSpec, "vovnet": VoVNetSpec}
+FAMILIES = {"densenet": DenseNetSpec, "vovnet": VoVNetSpec, "hardnet": HarDNetSpec}
 #: Any member's spec.
-Spec = Union[DenseNetSpec, VoVNetSpec]
+Spec = Union[DenseNetSpec, VoVNetSpec, HarDNetSpec]
 
 
 def json_schema() -> dict:
     """The JSON Schema (draft 2020-12) of a spec file, for editors and docs: a VoVNet's
-    (``$defs/VoVNetSpec``) when the file says ``family: vovnet``, else a DenseNet's
+    (``$defs/VoVNetSpec``) when the file says ``family: vovnet``, a HarDNet's
+    (``$defs/HarDNetSpec``) for ``family: hardnet``, else a DenseNet's
     (``$defs/DenseNetSpec``).
 
     ``extends`` is added here: the loader resolves it before validation, so it is not a
@@ -538,7 +632,8 @@ def json_schema() -> dict:
                        "from; this file's keys are merged over it."}
     defs: dict = {}
     members = {}
-    for name, model in (("DenseNetSpec", DenseNetSpec), ("VoVNetSpec", VoVNetSpec)):
+    for name, model in (("DenseNetSpec", DenseNetSpec), ("VoVNetSpec", VoVNetSpec),
+                        ("HarDNetSpec", HarDNetSpec)):
         schema = model.model_json_schema()
         defs.update(schema.pop("$defs", {}))
         schema["properties"]["extends"] = extends
@@ -547,7 +642,8 @@ def json_schema() -> dict:
         "family": {"type": "string", "enum": ["densenet"], "default": "densenet",
                    "title": "Family",
                    "description": "The family member; a spec without it is a DenseNet. "
-                                  "`vovnet` takes VoVNet's keys instead."},
+                                  "`vovnet` and `hardnet` take their own keys "
+                                  "instead."},
         **members["DenseNetSpec"]["properties"]}
     defs.update(members)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -556,5 +652,9 @@ def json_schema() -> dict:
                            "`family` names.",
             "if": {"properties": {"family": {"const": "vovnet"}}, "required": ["family"]},
             "then": {"$ref": "#/$defs/VoVNetSpec"},
-            "else": {"$ref": "#/$defs/DenseNetSpec"},
+            "else": {
+                "if": {"properties": {"family": {"const": "hardnet"}},
+                       "required": ["family"]},
+                "then": {"$ref": "#/$defs/HarDNetSpec"},
+                "else": {"$ref": "#/$defs/DenseNetSpec"}},
             "$defs": defs}

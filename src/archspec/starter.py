@@ -45,6 +45,8 @@ def starter_text(name: str, file: str, base: str | None = None) -> str:
     s = p.spec
     if p.family == "vovnet":
         return head + "\n".join(_vovnet_lines(name, file, base, p)) + "\n"
+    if p.family == "hardnet":
+        return head + "\n".join(_hardnet_lines(name, file, base, p)) + "\n"
     stem = f"{{type: {s.stem.type.value}}}"
     layers = (f"# depth: {s.depth}" if s.depth is not None
               else f"# block_config: {_yaml(list(p.block_config))}")
@@ -90,6 +92,27 @@ def _vovnet_lines(name: str, file: str, base: str, p) -> list[str]:
         f"# residual: {_yaml(s.residual)}",
         f"# depthwise: {_yaml(s.depthwise)}",
         f"# attention: {s.attention.value}",
+        f"# drop_rate: {_yaml(s.drop_rate)}",
+        f"# num_classes: {p.num_classes}",
+        f"# ({p.params:,} parameters as it stands)",
+    ]
+
+
+def _hardnet_lines(name: str, file: str, base: str, p) -> list[str]:
+    """A HarDNet base's settings, each a commented line to change."""
+    s = p.spec
+    blocks = ", ".join(f"{{growth_rate: {b.growth_rate}, layers: {b.layers}, out_channels: "
+                       f"{b.out_channels}, downsample: {_yaml(b.downsample)}}}"
+                       for b in s.blocks)
+    return [
+        *_opening(name, file, base, p),
+        f"# stem_widths: {_yaml(s.stem_widths)}",
+        f"# stem_kernels: {_yaml(s.stem_kernels)}",
+        f"# downsample: {s.downsample.value}",
+        f"# grmul: {s.grmul:g}",
+        f"# blocks: [{blocks}]",
+        f"# depthwise: {_yaml(s.depthwise)}",
+        f"# block_dropout: {_yaml(s.block_dropout)}",
         f"# drop_rate: {_yaml(s.drop_rate)}",
         f"# num_classes: {p.num_classes}",
         f"# ({p.params:,} parameters as it stands)",

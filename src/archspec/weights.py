@@ -385,6 +385,13 @@ def compare(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: str = 
         raise ValueError(f"unknown adaptation {unknown[0]!r}: choose from "
                          + ", ".join(ADAPTATIONS))
     state, renamed, ambiguous, layouts = _normalise(state)
+    plan = getattr(model, "plan", None)
+    if getattr(plan, "family", None) == "hardnet" and any(k.startswith("base.") for k in state):
+        from .weights_hardnet import REFERENCE, from_reference
+
+        state, more = from_reference(state, plan)
+        renamed += more
+        layouts.append(REFERENCE)
     expected = model.state_dict()
     head, first = _head_and_first_conv(model)
     report = WeightsReport(checkpoint, remapped=renamed, ambiguous=sorted(ambiguous.items()),

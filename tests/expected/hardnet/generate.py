@@ -1,0 +1,77 @@
+"""Writes the HarDNet expected-output files beside it, once, from the reference code.
+
+    git clone https://github.com/PingoLH/Pytorch-HarDNet /tmp/Pytorch-HarDNet
+    git -C /tmp/Pytorch-HarDNet checkout de9662f
+    python tests/expected/hardnet/generate.py /tmp/Pytorch-HarDNet/hardnet.py
+
+For each of the reference's four ImageNet networks: the module made with
+torch.manual_seed(0) (``pretrained=False``), its state_dict's keys and shapes, its
+parameter count, and its outputs on a seeded input, in eval mode and in train mode
+(dropout drawn after torch.manual_seed(1)), with the running statistics after that train
+forward. archspec's test (tests/test_hardnet.py) builds the zoo spec with seed=0 and must
+reproduce every one of them.
+"""
+
+import importlib.util
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+NETS = {"hardnet68": dict(arch=68), "hardnet85": dict(arch=85),
+        "hardnet39ds": dict(depth_wise=True, arch=39),
+        "hardnet68ds": dict(depth_wise=True, arch=68)}
+
+
+def sample_input() -> torch.Tensor:
+    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+def main(reference: str) -> None:
+    spec = importlib.util.spec_from_file_location("hardnet", reference)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        commit = subprocess.run(["git", "-C", str(Path(reference).parent), "rev-parse",
+                                 "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = "unknown"
+    x = sample_input()
+    for name, kwargs in NETS.items():
+        torch.manual_seed(0)
+        net = module.HarDNet(pretrained=False, **kwargs)
+        state = net.state_dict()
+        net.eval()
+        with torch.no_grad():
+            eval_out = net(x)
+        net.train()
+        torch.manual_seed(1)
+        with torch.no_grad():
+            train_out = net(x)
+        stats = sum(v.double().sum().item() for k, v in net.state_dict().items()
+                    if k.endswith(("running_mean", "running_var")))
+        record = {
+            "provenance": {
+                "repository": "https://github.com/PingoLH/Pytorch-HarDNet",
+                "commit": commit, "file": "hardnet.py",
+                "constructor": f"HarDNet(pretrained=False, {', '.join(f'{k}={v}' for k, v in kwargs.items())})",
+                "made_by": "tests/expected/hardnet/generate.py (torch.manual_seed(0) before "
+                           "the constructor; input torch.randn(2, 3, 64, 64) from "
+                           "Generator().manual_seed(0); train mode after "
+                           "torch.manual_seed(1))",
+                "torch": torch.__version__, "python": platform.python_version()},
+            "params": sum(p.numel() for p in net.parameters()),
+            "keys": [[k, list(v.shape)] for k, v in state.items()],
+            "eval_output": eval_out.tolist(),
+            "train_output": train_out.tolist(),
+            "running_stats_sum": stats}
+        (HERE / f"{name}.json").write_text(json.dumps(record) + "\n")
+        print(name, record["params"])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
