@@ -96,6 +96,7 @@ def spec_reference() -> str:
     schema = json_schema()
     defs = schema.get("$defs", {})
     dense, vovnet, hardnet = defs["DenseNetSpec"], defs["VoVNetSpec"], defs["HarDNetSpec"]
+    pelee = defs["PeleeNetSpec"]
     lines = [
         "# Spec reference",
         "",
@@ -104,8 +105,9 @@ def spec_reference() -> str:
         "Every key a spec may hold. Unknown keys are refused (with a 'did you mean'),",
         "counts are strict integers (`true` or `2.0` is not a count), numbers must be finite.",
         "`archspec schema` prints the same as JSON Schema for editors. A spec is a DenseNet",
-        "unless it says `family: vovnet` ([VoVNet](#vovnet-family-vovnet) below) or",
-        "`family: hardnet` ([HarDNet](#hardnet-family-hardnet)).",
+        "unless it says `family: vovnet` ([VoVNet](#vovnet-family-vovnet) below),",
+        "`family: hardnet` ([HarDNet](#hardnet-family-hardnet)) or `family: peleenet`",
+        "([PeleeNet](#peleenet-family-peleenet)).",
         "",
         "## DenseNet",
         "",
@@ -132,6 +134,12 @@ def spec_reference() -> str:
         "The blocks' keys (`blocks[i].growth_rate`, `.layers`, `.out_channels`, "
         "`.downsample`): " + "; ".join(f"`{k}`: {v.get('description', '')}" for k, v in
                                       defs["HarDBlockSpec"]["properties"].items()),
+        "",
+        "## PeleeNet (`family: peleenet`)",
+        "",
+        "| key | type | default | range | meaning |",
+        "|---|---|---|---|---|",
+        *_rows(pelee["properties"], set(pelee.get("required", [])), defs),
         "",
         "## Rules checked by the planner",
         "",
@@ -203,6 +211,12 @@ def tables() -> str:
         "`archspec table " + " ".join(hardnets) + "`",
         "",
         paper_table(plans(hardnets)),
+        "",
+        "## PeleeNet's Table 1 (ImageNet, 224 x 224)",
+        "",
+        "`archspec table peleenet`",
+        "",
+        paper_table(plans(["peleenet"])),
         "",
     ])
 

@@ -60,7 +60,8 @@ def test_optimize_for_inference_is_exact_for_every_zoo_spec(name):
     model = archspec.build(p, seed=0).eval()
     _randomise_norms(model)
     x = _input_for(p)
-    if p.family == "vovnet":
+    post_activation = p.family != "densenet"  # VoVNet, HarDNet, PeleeNet
+    if post_activation:
         # Through 20-100 post-activation convs (and residual sums) random norms grow the
         # logits to 10^5, whose float32 rounding says little: the folding is checked in
         # float64, where it is exact to rounding.
@@ -68,7 +69,7 @@ def test_optimize_for_inference_is_exact_for_every_zoo_spec(name):
     fast = optimize_for_inference(model)
     with torch.no_grad():
         ref = model(x)
-        if p.family == "vovnet":
+        if post_activation:
             assert (fast(x) - ref).abs().max() <= 1e-10 * ref.abs().max()
         else:
             torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)

@@ -194,8 +194,8 @@ def test_reset_classifier_and_headless():
     ({"input": "{channels: 3, height: 64, width: 4}"}, "input.width", "is too small for"),
     ({"norm": "{type: group, groups: 16}"}, "norm.groups",
      "stages.0.blocks.0.conv_mid.0.bn has 8 channels"),
-    ({"family": "peleenet"}, "family",
-     "expected one of densenet, vovnet, hardnet; found 'peleenet'"),
+    ({"family": "resnet"}, "family",
+     "expected one of densenet, vovnet, hardnet, peleenet; found 'resnet'"),
 ])
 def test_mistakes_are_located(spec_file, capsys, change, where, message):
     path = spec_file(small(**change))

@@ -18,15 +18,17 @@ from .loader import load, loads
 from .pipeline import load_plan
 from .plan import LayerPlan, Plan, Stage, plan
 from .plan_hardnet import HarDNetPlan
+from .plan_peleenet import PeleeNetPlan
 from .plan_vovnet import VoVNetPlan
-from .schema import DenseNetSpec, HarDNetSpec, StemType, VoVNetSpec
+from .schema import DenseNetSpec, HarDNetSpec, PeleeNetSpec, StemType, VoVNetSpec
 from .search import search
 
 if _typing.TYPE_CHECKING:  # for editors and type checkers only: torch stays lazy
     import torch
 
-    from .builder import (DenseNet, DenseNetFeatures, HarDNet, HarDNetFeatures, VoVNet,
-                          VoVNetFeatures, load_checkpoint, save_checkpoint)
+    from .builder import (DenseNet, DenseNetFeatures, HarDNet, HarDNetFeatures, PeleeNet,
+                          PeleeNetFeatures, VoVNet, VoVNetFeatures, load_checkpoint,
+                          save_checkpoint)
     from .deploy import ExportResult
 
 from .version import __version__
@@ -34,7 +36,8 @@ from .version import __version__
 __all__ = ["load", "loads", "plan", "load_plan", "search", "build", "from_module",
            "optimize_for_inference", "export", "canonical", "content_hash", "SpecError",
            "Problem", "Plan", "Stage", "LayerPlan", "DenseNetSpec", "StemType", "VoVNetSpec",
-           "VoVNetPlan", "HarDNetSpec", "HarDNetPlan", "__version__"]
+           "VoVNetPlan", "HarDNetSpec", "HarDNetPlan", "PeleeNetSpec", "PeleeNetPlan",
+           "__version__"]
 
 
 # The model classes and the checkpoint functions live in archspec.builder, which imports
@@ -42,7 +45,8 @@ __all__ = ["load", "loads", "plan", "load_plan", "search", "build", "from_module
 # ``class_path`` names a model class), so ``import archspec`` stays torch-free. Not in
 # __all__ for that reason (a star import would load torch).
 _LAZY = {"DenseNet", "DenseNetFeatures", "VoVNet", "VoVNetFeatures", "HarDNet",
-         "HarDNetFeatures", "save_checkpoint", "load_checkpoint"}
+         "HarDNetFeatures", "PeleeNet", "PeleeNetFeatures", "save_checkpoint",
+         "load_checkpoint"}
 
 
 def _torch_part(module: str, what: str):

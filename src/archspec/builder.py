@@ -12,6 +12,7 @@ and with the same initialisation, so state_dicts load either way with strict=Tru
 # No `from __future__ import annotations`: torch.fx and TorchScript read these modules'
 # annotations as real types.
 import functools
+import math
 import os
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -29,15 +30,18 @@ from .nn import (BATCH_NORMS, CONVS, ClassifierHead, DenseBlock, DenseLayer, Fea
                  activate, classifier, cifar_stem, deep_stem, imagenet_stem, make_activation, make_norm)
 from .nn_hardnet import (CombConvLayer, ConvLayer, HarDBlock, hardnet_feature_maps, hardnet_stem,
                          hardnet_transition)
+from .nn_peleenet import BasicConv as PeleeConv, PeleeLayer, StemBlock, peleenet_feature_maps
 from .nn_vovnet import OsaBlock, OsaStage, feature_maps, vovnet_stem
 from .plan import Plan, plan as make_plan
 from .plan_hardnet import HarDNetPlan, harmonic_links
+from .plan_peleenet import PeleeNetPlan
 from .plan_vovnet import VoVNetPlan
 from .resources import check_resources
-from .schema import (AXES, Attention, DenseNetSpec, Downsample, HarDNetSpec, StemType,
-                     VoVNetSpec)
+from .schema import (AXES, Attention, DenseNetSpec, Downsample, HarDNetSpec, PeleeNetSpec,
+                     StemType, VoVNetSpec)
 
-__all__ = ["DenseNet", "DenseNetFeatures", "VoVNet", "VoVNetFeatures", "HarDNet", "HarDNetFeatures", "FeatureInfo", "build",
+__all__ = ["DenseNet", "DenseNetFeatures", "VoVNet", "VoVNetFeatures", "HarDNet", "HarDNetFeatures", "PeleeNet",
+           "PeleeNetFeatures", "FeatureInfo", "build",
            "expected_state",
            "save_checkpoint", "load_checkpoint"]
 
@@ -53,10 +57,10 @@ def _pretrained_cfg(plan: Plan) -> Dict[str, Any]:
            "classifier": plan.stages[-1].module, "pool_size": tuple(plan.stages[-1].in_size),
            "spec_sha256": content_hash(plan.spec), "source": plan.spec.source}
     group = zoo.groups().get(_zoo_hashes().get(content_hash(plan.spec), ""))
-    if group in ("imagenet", "timm", "vovnet", "hardnet"):  # torchvision (and HarDNet's
+    if group in ("imagenet", "timm", "vovnet", "hardnet", "peleenet"):  # torchvision (and HarDNet's
         # reference, through torchvision's transforms) resize bilinearly, timm bicubically
         cfg.update(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875,
-                   interpolation="bilinear" if group in ("imagenet", "hardnet")
+                   interpolation="bilinear" if group in ("imagenet", "hardnet", "peleenet")
                    else "bicubic")
     return cfg
 
@@ -572,9 +576,141 @@ class HarDNetFeatures(nn.Module):
         return hardnet_feature_maps(self.stem, self.features, x, self._taps, self._stop)
 
 
+class PeleeNet(_PostActivationNet):
+    """A PeleeNet built from a PeleeNetPlan; ``self.plan`` is the plan it was built from.
+
+    The reference's layout (``features.stemblock``, ``features.denseblockI.denselayerJ``,
+    ``features.transitionI``, ``classifier``: its state_dict loads with strict=True) and
+    the model API the other members have. Seeded, it draws the reference's initial
+    weights: its modules made in the same order, then its ``_initialize_weights`` (conv
+    weights normal with std sqrt(2 / (kernel volume x out channels)), norms 1 and 0, the
+    classifier normal with std 0.01 and a zero bias).
+    """
+
+    _no_memory_levels = ("a PeleeNet layer is post-activation with two branches, which "
+                         "they do not implement")
+
+    def __init__(self, spec: PeleeNetSpec | PeleeNetPlan | str | os.PathLike, *,
+                 overrides: Mapping[str, Any] | None = None, seed: int | None = None,
+                 weights: str | os.PathLike | Mapping[str, Tensor] | None = None,
+                 drop_head: bool = False, allow_large: bool = False,
+                 adapt: tuple[str, ...] | list[str] = ()):
+        super().__init__()
+        _construct(self, "peleenet", spec, overrides, seed, weights, drop_head, allow_large,
+                   adapt, self._make)
+
+    def _make(self, plan: PeleeNetPlan) -> None:
+        self.plan = plan
+        spec = plan.spec
+        dims = self.dims = plan.dims
+        norm, act = make_norm(spec.norm, dims), make_activation(spec.activation)
+        parts: "OrderedDict[str, nn.Module]" = OrderedDict()
+        parts["stemblock"] = StemBlock(spec.input.channels, spec.stem_channels, norm, act, dims)
+        channels = spec.stem_channels
+        avg = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)[dims - 1]
+        for b, n_layers in enumerate(spec.block_config):
+            k = plan.growth_rates[b]
+            layers: "OrderedDict[str, nn.Module]" = OrderedDict()
+            for j in range(n_layers):
+                layers[f"denselayer{j + 1}"] = PeleeLayer(channels, plan.bottlenecks[b][j],
+                                                          k // 2, norm, act, dims)
+                channels += k
+            parts[f"denseblock{b + 1}"] = nn.Sequential(layers)
+            parts[f"transition{b + 1}"] = PeleeConv(channels, channels, 1, 1, norm, act, dims)
+            if b != len(spec.block_config) - 1:
+                parts[f"transition{b + 1}_pool"] = avg(kernel_size=2, stride=2)
+        self.features = nn.Sequential(parts)
+        self.num_features = plan.out_channels
+        self.num_classes = plan.num_classes
+        self.spatial: List[int] = list(range(2, dims + 2))
+        self.drop = nn.Dropout(spec.drop_rate)
+        self.classifier = classifier(plan.out_channels, plan.num_classes)
+        self.pretrained_cfg = _pretrained_cfg(plan)
+        _pelee_init(self)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last transition's output: N x C x H/32 x W/32 for the zoo's PeleeNet."""
+        if not torch.jit.is_scripting():
+            self._check_input(x)
+        return self.features(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Global average pool, dropout and classifier; ``pre_logits`` stops before it."""
+        x = self.drop(x.mean(self.spatial))
+        return x if pre_logits else self.classifier(x)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    @torch.jit.ignore
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A fresh classifier for ``num_classes`` (0: none); the plan follows."""
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"only global average pooling ('avg'), not {global_pool!r}")
+        like = next(self.parameters())
+        self.plan = _with_classes(self.plan, num_classes)
+        self.num_classes = num_classes
+        self.classifier = classifier(self.num_features, num_classes).to(device=like.device,
+                                                                        dtype=like.dtype)
+        if isinstance(self.classifier, nn.Linear):
+            with torch.no_grad():
+                self.classifier.weight.normal_(0, 0.01)
+        self.pretrained_cfg = _pretrained_cfg(self.plan)
+
+
+def _pelee_init(model: nn.Module) -> None:
+    """The reference's _initialize_weights, in its order (modules() order)."""
+    for m in model.modules():
+        if isinstance(m, CONVS):
+            n = math.prod(m.kernel_size) * m.out_channels
+            m.weight.data.normal_(0, math.sqrt(2.0 / n))
+        elif isinstance(m, BATCH_NORMS) and m.affine:
+            m.weight.data.fill_(1)
+            m.bias.data.zero_()
+        elif isinstance(m, nn.Linear):
+            m.weight.data.normal_(0, 0.01)
+            m.bias.data.zero_()
+
+
+class PeleeNetFeatures(nn.Module):
+    """A PeleeNet backbone: ``forward`` returns the feature maps at ``plan.feature_info``
+    (each transition's 1x1 conv output, before its pool: strides 4, 8, 16 and 32 for the
+    zoo's), selected by ``out_indices``. State_dict keys are the classifier model's minus
+    ``classifier.*``."""
+
+    def __init__(self, spec: PeleeNetSpec | PeleeNetPlan | str | os.PathLike,
+                 out_indices: tuple[int, ...] | list[int] | None = None, *,
+                 overrides: Mapping[str, Any] | None = None, seed: int | None = None,
+                 weights: str | os.PathLike | Mapping[str, Tensor] | None = None,
+                 allow_large: bool = False, adapt: tuple[str, ...] | list[str] = ()):
+        super().__init__()
+        _construct(self, "peleenet", spec, overrides, seed, weights, True, allow_large, adapt,
+                   lambda plan: self._make(plan, out_indices))
+
+    def _make(self, plan: PeleeNetPlan, out_indices: Optional[Tuple[int, ...]]) -> None:
+        info = _feature_levels(self, plan, out_indices)
+        full = PeleeNet(plan, allow_large=True)
+        self.features = full.features
+        self.pretrained_cfg = full.pretrained_cfg
+        names = [name for name, _ in self.features.named_children()]
+        self._taps: List[int] = sorted(names.index(info[i]["module"].split(".")[1])
+                                       for i in self.out_indices)
+        self._stop = max(self._taps)
+
+    @torch.jit.unused
+    def _check_input(self, x: Tensor) -> None:
+        check_input(self.plan, x)
+
+    def forward(self, x: Tensor) -> List[Tensor]:
+        if not torch.jit.is_scripting():
+            self._check_input(x)
+        return peleenet_feature_maps(self.features, x, self._taps, self._stop)
+
+
 #: Each family member's classifier model and backbone.
 _CLASSES = {"densenet": (DenseNet, DenseNetFeatures), "vovnet": (VoVNet, VoVNetFeatures),
-            "hardnet": (HarDNet, HarDNetFeatures)}
+            "hardnet": (HarDNet, HarDNetFeatures), "peleenet": (PeleeNet, PeleeNetFeatures)}
 
 
 def check_input(plan: Plan, x: Any) -> None:
@@ -633,11 +769,11 @@ def _as_plan(spec: Any, overrides: Optional[Mapping[str, Any]] = None) -> Plan:
     if overrides and not isinstance(spec, (str, os.PathLike)):
         raise TypeError("overrides apply to a zoo name or a path; for a DenseNetSpec use "
                         "archspec.load(name, overrides=...) first")
-    if isinstance(spec, (Plan, VoVNetPlan, HarDNetPlan)):
+    if isinstance(spec, (Plan, VoVNetPlan, HarDNetPlan, PeleeNetPlan)):
         return spec
     if isinstance(spec, (str, os.PathLike)):
         spec = load(spec, overrides=dict(overrides) if overrides else None)
-    if not isinstance(spec, (DenseNetSpec, VoVNetSpec, HarDNetSpec)):
+    if not isinstance(spec, (DenseNetSpec, VoVNetSpec, HarDNetSpec, PeleeNetSpec)):
         raise TypeError(f"a model is built from a spec, a plan, a zoo name or a path, not "
                         f"{type(spec).__name__}")
     return make_plan(spec)

@@ -373,9 +373,15 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True,
         cls = InferenceHarDNet if hasattr(model, "head") else InferenceHarDNetFeatures
         fast = cls(model, channels_last)
         return fast if example_input is None else _captured(fast, example_input)
+    if family == "peleenet" and hasattr(model, "features"):
+        from .inference_peleenet import InferencePeleeNet, InferencePeleeNetFeatures
+
+        cls = InferencePeleeNet if hasattr(model, "classifier") else InferencePeleeNetFeatures
+        fast = cls(model, channels_last)
+        return fast if example_input is None else _captured(fast, example_input)
     if not hasattr(model, "plan") or not hasattr(model, "features"):
         raise TypeError("optimize_for_inference takes a model built by archspec.build "
-                        "(a DenseNet, a VoVNet, a HarDNet or a features_only backbone), not "
+                        "(a DenseNet, VoVNet, HarDNet or PeleeNet, or a features_only backbone), not "
                         f"{type(model).__name__}")
     import copy
 

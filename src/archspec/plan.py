@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 
 from .errors import Problem, SpecError
 from .plan_common import (LayerPlan, Links, PlanBase, Stage, StageNotFound, links_matrix,
-                          check_expect as _check_expect,
+                          check_expect as _check_expect, per_block as _per,
                           conv_out, norm_params as _norm_params, reduction as _reduction,
                           volume as _volume)
 from .rules import blur_padding, deep_tiered_widths, transition_recomputes
@@ -176,26 +176,6 @@ def _as_written(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _per(spec: DenseNetSpec, key: str, count: int, what: str) -> tuple:
-    """A per-block (or per-transition) setting: one value repeated, or a list of ``count``."""
-    value = getattr(spec, key)
-    if not isinstance(value, list):
-        return (value,) * count
-    if len(value) != count:
-        smap = spec.source_map
-        here, blocks = smap.locate((key,)), smap.locate(("block_config",))
-        if spec.block_config is not None and here.file != blocks.file:
-            # The list is inherited and the child changed the number of blocks: the fix is
-            # in the child, so point there and say where the list came from.
-            raise smap.error(("block_config",), (
-                f"{len(spec.block_config)} blocks need {count} {what} in {key}, which has "
-                f"{len(value)} values (from {here.file}:{here.line}:{here.column}); give "
-                f"{key} here too: one value, or exactly {count}"))
-        raise smap.error((key,), f"has {len(value)} values for {count} {what}; "
-                                 f"give one value, or exactly {count}")
-    return tuple(value)
-
-
 def _depth_to_blocks(spec: DenseNetSpec) -> tuple[int, ...]:
     """The paper's rule for three-block nets: (L-4)/3 layers per block, (L-4)/6 with bottlenecks."""
     smap = spec.source_map
@@ -335,6 +315,9 @@ def plan(spec: Spec) -> Plan:
     if spec.family == "hardnet":
         from .plan_hardnet import plan_hardnet
         return plan_hardnet(spec)
+    if spec.family == "peleenet":
+        from .plan_peleenet import plan_peleenet
+        return plan_peleenet(spec)
     smap = spec.source_map
     problems: list[Problem] = []
 

@@ -13,7 +13,7 @@ from .errors import Problem, SpecError
 
 __all__ = ["LayerPlan", "Stage", "StageNotFound", "PlanBase", "Links", "links_matrix",
            "conv_out", "volume", "norm_params", "reduction", "check_expect", "too_small",
-           "group_norm_problems"]
+           "group_norm_problems", "per_block"]
 
 
 def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -203,3 +203,23 @@ def group_norm_problems(spec: Any, norms: Sequence[tuple[str, int]]) -> list[Pro
     return [spec.source_map.problem(("norm", "groups"), (
         f"group norm with {g} groups needs every normalised width divisible by {g}: "
         f"{shown}{more}"))]
+
+
+def per_block(spec: Any, key: str, count: int, what: str) -> tuple:
+    """A per-block (or per-transition) setting: one value repeated, or a list of ``count``."""
+    value = getattr(spec, key)
+    if not isinstance(value, list):
+        return (value,) * count
+    if len(value) != count:
+        smap = spec.source_map
+        here, blocks = smap.locate((key,)), smap.locate(("block_config",))
+        if spec.block_config is not None and here.file != blocks.file:
+            # The list is inherited and the child changed the number of blocks: the fix is
+            # in the child, so point there and say where the list came from.
+            raise smap.error(("block_config",), (
+                f"{len(spec.block_config)} blocks need {count} {what} in {key}, which has "
+                f"{len(value)} values (from {here.file}:{here.line}:{here.column}); give "
+                f"{key} here too: one value, or exactly {count}"))
+        raise smap.error((key,), f"has {len(value)} values for {count} {what}; "
+                                 f"give one value, or exactly {count}")
+    return tuple(value)

@@ -151,6 +151,11 @@ def _heading(plan: Plan) -> str:
                                                        if options else "")
                 + f", blocks per stage {[st.blocks for st in spec.stages]}, "
                 f"{spec.layers_per_block} layers per block, {where}")
+    if plan.family == "peleenet":
+        spec = plan.spec
+        return (f"{plan.name}: PeleeNet, stem block {spec.stem_channels}, "
+                f"k={setting(spec.growth_rate)}, dense layers {list(spec.block_config)}, "
+                f"bottleneck widths {setting(spec.bottleneck_width)}, {where}")
     if plan.family == "hardnet":
         spec = plan.spec
         return (f"{plan.name}: HarDNet-{plan.depth}" + ("DS" if spec.depthwise else "")
@@ -201,6 +206,12 @@ def plan_dict(plan: Plan, *, layers: bool = False) -> dict:
                "block_config": [b.model_dump(mode="json") for b in spec.blocks],
                "layer_widths": [list(w) for w in plan.layer_widths],
                "depthwise": spec.depthwise, "block_dropout": spec.block_dropout,
+               "drop_rate": spec.drop_rate}
+    elif plan.family == "peleenet":
+        own = {"stem_channels": spec.stem_channels, "growth_rate": plain(spec.growth_rate),
+               "bottleneck_width": plain(spec.bottleneck_width),
+               "block_config": list(spec.block_config),
+               "bottlenecks": [list(b) for b in plan.bottlenecks],
                "drop_rate": spec.drop_rate}
     else:
         own = {"stem": plan.stem_type.value, "stem_channels": plan.stem_channels,
@@ -305,6 +316,8 @@ def paper_table(plans: Sequence[Plan]) -> str:
         return _vovnet_table(plans)
     if families == ["hardnet"]:
         return _hardnet_table(plans)
+    if families == ["peleenet"]:
+        return _peleenet_table(plans)
     n_blocks = max(len(p.block_config) for p in plans)
     rows: list[list[str]] = []
 
@@ -444,6 +457,43 @@ def _hardnet_table(plans: Sequence[Plan]) -> str:
     return render_table(header, rows, "markdown", align="l" * len(header))
 
 
+def _peleenet_table(plans: Sequence[Plan]) -> str:
+    """The layout of the PeleeNet paper's Table 1: the stem block, then per stage its
+    dense layers (two branches) and its transition."""
+    n_blocks = max(len(p.spec.block_config) for p in plans)
+    rows: list[list[str]] = []
+
+    def xy(hw) -> str:
+        return " × ".join(map(str, hw))
+
+    def stem(p: Plan) -> str:
+        return f"Stem Block, {p.spec.stem_channels}"
+    rows.append(["Stage 0", _same(xy(p.stages[0].out_size) for p in plans),
+                 *[stem(p) for p in plans]])
+    for i in range(1, n_blocks + 1):
+        def cell(p: Plan, i=i) -> str:
+            if i > len(p.spec.block_config):
+                return "–"
+            k, k1, k3 = p.growth_rates[i - 1], _k(1, p.dims), _k(3, p.dims)
+            width = setting(p.spec.bottleneck_width if not isinstance(
+                p.spec.bottleneck_width, list) else p.spec.bottleneck_width[i - 1])
+            last = i == len(p.spec.block_config)
+            transition = f"{k1} conv, {p.stage(f'transition{i}').out_channels}" + (
+                "" if last else f"; {_k(2, p.dims)} average pool, stride 2")
+            return (f"DenseLayer [{k1} conv, {k3} conv; {k1} conv, {k3} conv, {k3} conv] "
+                    f"{_times(p.spec.block_config[i - 1])} (k={k}, bottleneck width {width}); "
+                    f"Transition Layer [{transition}]")
+        sizes = [xy(p.stage(f"denseblock{i}").out_size) for p in plans
+                 if i <= len(p.spec.block_config)]
+        rows.append([f"Stage {i}", _same(sizes), *[cell(p) for p in plans]])
+    rows.append(["Classification", "1 × 1", *[f"global average pool, {p.num_classes}D "
+                                               "fully-connected, softmax" for p in plans]])
+    rows.append(["Params", "", *[f"{human(p.params)} ({p.params:,})" for p in plans]])
+    rows.append(["MACs", "", *[human(p.macs) for p in plans]])
+    header = ["Stage", "Output", *[p.name for p in plans]]
+    return render_table(header, rows, "markdown", align="l" * len(header))
+
+
 # --- diff ----------------------------------------------------------------------------------
 
 def _stage_cells(s: Stage | None) -> tuple[str, str]:
@@ -505,6 +555,14 @@ def _settings(p: Plan) -> dict[str, object]:
                 "residual": str(spec.residual).lower(),
                 "depthwise": str(spec.depthwise).lower(), "attention": spec.attention.value,
                 "drop_rate": setting(spec.drop_rate),
+                "input": "x".join(map(str, p.input_shape)), "num_classes": p.num_classes,
+                "norm": _written(p, "norm"), "activation": _written(p, "activation")}
+    if p.family == "peleenet":
+        spec = p.spec
+        return {"family": p.family, "stem_channels": spec.stem_channels,
+                "growth_rate": setting(spec.growth_rate),
+                "bottleneck_width": setting(spec.bottleneck_width),
+                "block_config": list(spec.block_config), "drop_rate": setting(spec.drop_rate),
                 "input": "x".join(map(str, p.input_shape)), "num_classes": p.num_classes,
                 "norm": _written(p, "norm"), "activation": _written(p, "activation")}
     if p.family == "hardnet":

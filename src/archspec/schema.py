@@ -22,7 +22,7 @@ __all__ = ["StemType", "NormType", "Activation", "ActivationSpec", "ACTIVATION_A
            "InputSpec", "StemSpec", "NormSpec",
            "AntiAliasSpec", "ExpectSpec", "DenseNetSpec", "json_schema",
            "Attention", "OsaStageSpec", "VoVNetSpec", "Downsample", "HarDBlockSpec",
-           "HarDNetSpec", "FAMILIES", "Spec",
+           "HarDNetSpec", "PeleeNetSpec", "FAMILIES", "Spec",
            "AXES", "PerBlock", "MAX_LAYERS_PER_BLOCK", "MAX_BLOCKS", "NAME_PATTERN",
            "NAME_CHARS", "NAME_RULE", "MAX_NAME_LENGTH"]
 
@@ -610,16 +610,89 @@ class HarDNetSpec(_SpecModel):
         return v
 
 
+class PeleeNetSpec(_SpecModel):
+    """A PeleeNet (Wang et al., NeurIPS 2018): a stem block, then dense blocks whose
+    layers have two branches of k/2 channels each (a 1x1 bottleneck then one 3x3, or then
+    two stacked 3x3s, for two receptive fields), each block followed by a 1x1 transition
+    conv that keeps every channel (no compression) and, but for the last, a 2x2 average
+    pool. Conv-norm-activation throughout (post-activation), named as the reference code
+    (Robert-JunWang/PeleeNet, ``peleenet.py``) names its modules, so state_dicts
+    interchange with strict=True."""
+
+    family: Literal["peleenet"] = Field(description="The family member: `peleenet`.")
+    stem_channels: int = Field(32, ge=2, le=_MAX_WIDTH,
+                               description="The stem block's width: a 3x3/2 conv to it, then "
+                                           "a 2x2 max pool beside a 1x1 (half as wide) and a "
+                                           "3x3/2, concatenated into a 1x1 conv to it (even).")
+    growth_rate: PerBlock[_Growth] = Field(
+        32, description="k: channels each dense layer adds, k/2 from each branch (even). One "
+                        "number, or one per block.")
+    bottleneck_width: PerBlock[_BnSize] = Field(
+        [1, 2, 4, 4],
+        description="A branch's 1x1 bottleneck is bottleneck_width x k/2 wide, rounded down "
+                    "to a multiple of 4, and at most half the layer's input (else "
+                    "floor(input/8) x 4), as the reference sizes it. One value, or one per "
+                    "block.")
+    block_config: Annotated[list[Annotated[int, Field(ge=1, le=MAX_LAYERS_PER_BLOCK)]],
+                            Field(min_length=1, max_length=MAX_BLOCKS)] = Field(
+        [3, 4, 8, 6], description="Layers per dense block.")
+    drop_rate: _Drop = Field(0.0, description="Dropout before the classifier (the "
+                                              "reference's 0.05).")
+    norm: NormSpec = Field(default_factory=NormSpec, description="Normalisation layers.")
+    activation: Annotated[ActivationSpec, WithJsonSchema(_ACTIVATION_JSON_SCHEMA)] = Field(
+        ActivationSpec(type=Activation.relu),
+        description="The activation after every norm: as a DenseNet's (`relu`, the paper's).")
+    num_classes: int = Field(1000, ge=0, le=1_000_000,
+                             description="Classifier outputs. 0: no classifier (a headless "
+                                         "model): the model returns the pooled features.")
+    memory_efficient: Literal[False] = Field(
+        False, description="Always false: archspec's memory levels recompute DenseNet's "
+                           "pre-activation layers (norm, activation, conv); a PeleeNet layer "
+                           "is post-activation with two branches, which they do not "
+                           "implement.")
+    expect: Optional[ExpectSpec] = Field(
+        None, description="Figures the author believes (params, out_channels); checked "
+                          "against the plan.")
+
+    @field_validator("memory_efficient", mode="before")
+    @classmethod
+    def _no_memory_levels(cls, v):
+        if v is not False:
+            raise ValueError("archspec's memory levels recompute DenseNet's pre-activation "
+                             "layers; a PeleeNet layer is post-activation with two branches, "
+                             "which they do not implement; remove memory_efficient")
+        return v
+
+    @field_validator("growth_rate")
+    @classmethod
+    def _even_growth(cls, v):
+        odd = [k for k in (v if isinstance(v, list) else [v]) if k % 2]
+        if odd:
+            raise ValueError(f"must be even: each of a layer's two branches adds k/2 "
+                             f"channels (found {odd[0]})")
+        return v
+
+    @field_validator("stem_channels")
+    @classmethod
+    def _even_stem(cls, v):
+        if v % 2:
+            raise ValueError(f"must be even: the stem block's 1x1 branch is half as wide "
+                             f"(found {v})")
+        return v
+
+
 #: The family members a spec's ``family`` key names; a spec without one is a DenseNet.
-FAMILIES = {"densenet": DenseNetSpec, "vovnet": VoVNetSpec, "hardnet": HarDNetSpec}
+FAMILIES = {"densenet": DenseNetSpec, "vovnet": VoVNetSpec, "hardnet": HarDNetSpec,
+            "peleenet": PeleeNetSpec}
 #: Any member's spec.
-Spec = Union[DenseNetSpec, VoVNetSpec, HarDNetSpec]
+Spec = Union[DenseNetSpec, VoVNetSpec, HarDNetSpec, PeleeNetSpec]
 
 
 def json_schema() -> dict:
     """The JSON Schema (draft 2020-12) of a spec file, for editors and docs: a VoVNet's
     (``$defs/VoVNetSpec``) when the file says ``family: vovnet``, a HarDNet's
-    (``$defs/HarDNetSpec``) for ``family: hardnet``, else a DenseNet's
+    (``$defs/HarDNetSpec``) for ``family: hardnet``, a PeleeNet's for ``family:
+    peleenet``, else a DenseNet's
     (``$defs/DenseNetSpec``).
 
     ``extends`` is added here: the loader resolves it before validation, so it is not a
@@ -633,7 +706,7 @@ def json_schema() -> dict:
     defs: dict = {}
     members = {}
     for name, model in (("DenseNetSpec", DenseNetSpec), ("VoVNetSpec", VoVNetSpec),
-                        ("HarDNetSpec", HarDNetSpec)):
+                        ("HarDNetSpec", HarDNetSpec), ("PeleeNetSpec", PeleeNetSpec)):
         schema = model.model_json_schema()
         defs.update(schema.pop("$defs", {}))
         schema["properties"]["extends"] = extends
@@ -642,8 +715,8 @@ def json_schema() -> dict:
         "family": {"type": "string", "enum": ["densenet"], "default": "densenet",
                    "title": "Family",
                    "description": "The family member; a spec without it is a DenseNet. "
-                                  "`vovnet` and `hardnet` take their own keys "
-                                  "instead."},
+                                  "`vovnet`, `hardnet` and `peleenet` take their "
+                                  "own keys instead."},
         **members["DenseNetSpec"]["properties"]}
     defs.update(members)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -656,5 +729,9 @@ def json_schema() -> dict:
                 "if": {"properties": {"family": {"const": "hardnet"}},
                        "required": ["family"]},
                 "then": {"$ref": "#/$defs/HarDNetSpec"},
-                "else": {"$ref": "#/$defs/DenseNetSpec"}},
+                "else": {
+                    "if": {"properties": {"family": {"const": "peleenet"}},
+                           "required": ["family"]},
+                    "then": {"$ref": "#/$defs/PeleeNetSpec"},
+                    "else": {"$ref": "#/$defs/DenseNetSpec"}}},
             "$defs": defs}

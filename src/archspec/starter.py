@@ -47,6 +47,8 @@ def starter_text(name: str, file: str, base: str | None = None) -> str:
         return head + "\n".join(_vovnet_lines(name, file, base, p)) + "\n"
     if p.family == "hardnet":
         return head + "\n".join(_hardnet_lines(name, file, base, p)) + "\n"
+    if p.family == "peleenet":
+        return head + "\n".join(_peleenet_lines(name, file, base, p)) + "\n"
     stem = f"{{type: {s.stem.type.value}}}"
     layers = (f"# depth: {s.depth}" if s.depth is not None
               else f"# block_config: {_yaml(list(p.block_config))}")
@@ -113,6 +115,21 @@ def _hardnet_lines(name: str, file: str, base: str, p) -> list[str]:
         f"# blocks: [{blocks}]",
         f"# depthwise: {_yaml(s.depthwise)}",
         f"# block_dropout: {_yaml(s.block_dropout)}",
+        f"# drop_rate: {_yaml(s.drop_rate)}",
+        f"# num_classes: {p.num_classes}",
+        f"# ({p.params:,} parameters as it stands)",
+    ]
+
+
+def _peleenet_lines(name: str, file: str, base: str, p) -> list[str]:
+    """A PeleeNet base's settings, each a commented line to change."""
+    s = p.spec
+    return [
+        *_opening(name, file, base, p),
+        f"# stem_channels: {s.stem_channels}",
+        f"# growth_rate: {_yaml(s.growth_rate)}",
+        f"# block_config: {_yaml(s.block_config)}",
+        f"# bottleneck_width: {_yaml(s.bottleneck_width)}",
         f"# drop_rate: {_yaml(s.drop_rate)}",
         f"# num_classes: {p.num_classes}",
         f"# ({p.params:,} parameters as it stands)",
