@@ -283,3 +283,48 @@ def test_the_shipped_json_schema_takes_hardnets_keys_and_no_others():
 def test_a_spec_error_never_builds():
     with pytest.raises(SpecError, match="grmul"):
         archspec.build(archspec.loads(small(grmul="0.5")))
+
+
+def _as_reference(model: torch.nn.Module) -> torch.nn.Module:
+    """archspec's HarDNet rearranged into the reference's structure (one flat ``base``
+    list: stem units, then per block the block, [dropout,] its ConvLayer and [its
+    downsampling], then the head Sequential), as PingoLH/Pytorch-HarDNet builds it."""
+    from collections import OrderedDict
+
+    from torch import nn
+
+    units = list(model.stem)
+    for name, part in model.features.named_children():
+        if name.startswith("hardblock"):
+            units.append(part)
+            continue
+        if "drop" in part._modules:
+            units.append(part.drop)
+        units.append(nn.Sequential(OrderedDict(conv=part.conv, norm=part.norm,
+                                               relu=part.relu)))
+        if "down" in part._modules:
+            units.append(part.down)
+    units.append(nn.Sequential(nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(),
+                               nn.Dropout(model.head.drop.p), model.head.fc))
+    ref = nn.Module()
+    ref.base = nn.ModuleList(units)
+    return ref
+
+
+@pytest.mark.parametrize("name", list(REFERENCE))
+def test_from_module_reads_the_reference_layout(name):
+    """A module in the reference's structure (its keys are the expected file's, so this is
+    the layout hardnet.py builds) reads back to the zoo spec, m and all."""
+    ref = _as_reference(archspec.build(name, seed=0))
+    assert [[k, list(v.shape)] for k, v in ref.state_dict().items()] == \
+        _expected(name)["keys"]
+    spec = archspec.from_module(ref)
+    assert spec.name == name and archspec.plan(spec).params == REFERENCE[name]
+    assert spec.grmul == archspec.load(name).grmul
+
+
+def test_from_module_refuses_what_a_spec_cannot_say():
+    ref = _as_reference(archspec.build("hardnet39ds", seed=0))
+    ref.base[2] = torch.nn.AvgPool2d(3, 2, 1)
+    with pytest.raises(SpecError, match="base.2 is AvgPool2d"):
+        archspec.from_module(ref)

@@ -202,3 +202,19 @@ def test_summary_table_diff_and_new(capsys, tmp_path):
 def test_a_spec_error_never_builds():
     with pytest.raises(SpecError, match="growth_rate"):
         archspec.build(archspec.loads(small(growth_rate="7")))
+
+
+def test_from_module_reads_the_reference_layout():
+    """The reference's keys are archspec's: a module laid out as peleenet.py's (here
+    archspec's own without its plan; the reference's F.relu is read as relu) reads back
+    to the zoo spec, and a variant to its own settings."""
+    model = archspec.build("peleenet", seed=0)
+    del model.plan
+    spec = archspec.from_module(model)
+    assert spec.name == "peleenet" and archspec.plan(spec).params == 2_802_248
+    variant = archspec.build(archspec.loads(small(activation="silu",
+                                                  bottleneck_width="[2, 4]")), seed=0)
+    del variant.plan
+    spec = archspec.from_module(variant)
+    assert spec.bottleneck_width == [2, 4] and spec.activation.type.value == "silu"
+    assert spec.block_config == [2, 3] and spec.growth_rate == 8

@@ -21,7 +21,7 @@ from .introspect_common import activation_of, fail, finished_spec, norm_of, zoo_
 from .nn import CONVS
 from .overrides import safe_name
 from .rules import deep_tiered_widths
-from .schema import DenseNetSpec, VoVNetSpec
+from .schema import DenseNetSpec, HarDNetSpec, PeleeNetSpec, VoVNetSpec
 
 __all__ = ["from_module", "from_name", "activation_of", "zoo_twin"]
 
@@ -64,13 +64,19 @@ def from_module(model: nn.Module, *, name: str | None = None,
     reproduce the module's parameter shapes.
     """
     plan = getattr(model, "plan", None)
-    if plan is not None and isinstance(getattr(plan, "spec", None), (DenseNetSpec,
-                                                                      VoVNetSpec)):
+    if plan is not None and isinstance(getattr(plan, "spec", None), (
+            DenseNetSpec, VoVNetSpec, HarDNetSpec, PeleeNetSpec)):
         return plan.spec
+    from .introspect_hardnet import from_hardnet, is_hardnet
+    from .introspect_peleenet import from_peleenet, is_peleenet
     from .introspect_vovnet import from_vovnet, is_vovnet
 
     if is_vovnet(model):
         return from_vovnet(model, name=name, source=source)
+    if is_hardnet(model):
+        return from_hardnet(model, name=name, source=source)
+    if is_peleenet(model):
+        return from_peleenet(model, name=name, source=source)
     features = getattr(model, "features", None)
     if not isinstance(features, nn.Module):
         raise fail(f"{type(model).__name__} has no 'features': not a DenseNet laid out "

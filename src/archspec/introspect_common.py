@@ -39,7 +39,9 @@ def zoo_twin(spec: Spec) -> str | None:
             # residual acts on a stage's second block on: with none, both say one net
             if all(st.blocks == 1 for st in s.stages):
                 resolved.pop("residual")
-            return resolved, {k: options[k] for k in ("norm", "activation", "drop_rate")}
+        if s.family != "densenet":
+            return resolved, {k: options.get(k) for k in ("norm", "activation", "drop_rate",
+                                                          "block_dropout")}
         # the plan resolves defaults (stem width, depth); the options it does not show
         return p.stem_widths, resolved, {k: options[k] for k in (
             "norm", "activation", "anti_alias", "drop_rate")}
