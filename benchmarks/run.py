@@ -658,8 +658,9 @@ def section_volumes(device: str, repeats: int, quick: bool) -> list[str]:
 
 def section_family(device: str, repeats: int, quick: bool) -> list[str]:
     """The dense family's members against their reference modules on the same weights:
-    archspec's VoVNets against timm's (training step, eval forward, and
-    optimize_for_inference)."""
+    archspec's VoVNets against timm's, and (where ARCHSPEC_REFERENCE_CODE names the
+    reference code) HarDNet and PeleeNet against theirs: training step, eval forward, and
+    optimize_for_inference."""
     import timm
 
     batch, side = (2, 96) if quick else (8, 224)
@@ -667,7 +668,7 @@ def section_family(device: str, repeats: int, quick: bool) -> list[str]:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, side, side, generator=g).to(device)
     y = torch.randint(0, 1000, (batch,), generator=g).to(device)
-    out = ["## The dense family: VoVNet against timm", "",
+    out = ["## The dense family against the reference implementations", "",
            f"timm {timm.__version__}'s module and archspec's on the same weights (timm's "
            f"state_dict loaded with `weights=`), batch {batch}, 3x{side}x{side}, {device}. "
            "Training step: forward, cross-entropy, backward, SGD step. Ratios are to timm's "
@@ -707,7 +708,67 @@ def section_family(device: str, repeats: int, quick: bool) -> list[str]:
     out += ["", "Targets (issue 22), from the medians above (train step <= 1.03x timm's, eval "
             "no slower): " + "; ".join(verdicts) + ". Times on a shared 2-core machine "
             "spread by about 10% between runs (the min-max columns)."]
-    return out
+    return out + [""] + _reference_rows(device, repeats, x, y, quick)
+
+
+# HarDNet's and PeleeNet's reference code is not a package: the benchmark reads it from a
+# checkout named by ARCHSPEC_REFERENCE_CODE (a folder holding hardnet.py and peleenet.py,
+# from PingoLH/Pytorch-HarDNet and Robert-JunWang/PeleeNet).
+REFERENCES = [("hardnet68", "hardnet.py", lambda r: r.HarDNet(pretrained=False, arch=68)),
+              ("hardnet39ds", "hardnet.py",
+               lambda r: r.HarDNet(pretrained=False, depth_wise=True, arch=39)),
+              ("peleenet", "peleenet.py", lambda r: r.PeleeNet())]
+
+
+def _reference_rows(device: str, repeats: int, x, y, quick: bool) -> list[str]:
+    import importlib.util
+
+    folder = os.environ.get("ARCHSPEC_REFERENCE_CODE")
+    out = ["### HarDNet and PeleeNet against their reference code", ""]
+    if not folder:
+        return out + ["Not run: set ARCHSPEC_REFERENCE_CODE to a folder holding the "
+                      "reference code's hardnet.py and peleenet.py.", ""]
+    out += [f"The reference modules (read from {os.path.basename(folder.rstrip('/'))}/: "
+            "hardnet.py, peleenet.py) and archspec's on the same weights (the reference's "
+            f"state_dict loaded with `weights=`), batch {x.shape[0]}, "
+            f"3x{x.shape[2]}x{x.shape[3]}, {device}. Ratios are to the reference's "
+            "(lower is faster).", "",
+            "| model | implementation | median ms | min-max ms | ratio to the reference |",
+            "|---|---|---:|---:|---:|"]
+    verdicts = []
+    for name, file, make in (REFERENCES[:1] if quick else REFERENCES):
+        spec = importlib.util.spec_from_file_location(file[:-3], os.path.join(folder, file))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        torch.manual_seed(0)
+        ref = make(module).to(device)
+        mine = archspec.build(name, weights=ref.state_dict(), device=device)
+        steps = ab({"reference": train_step_fn(ref, x, y), "archspec": train_step_fn(mine, x, y)},
+                   repeats, device)
+        ref.eval()
+        mine.eval()
+        fast = archspec.optimize_for_inference(mine)
+
+        def infer(m):
+            def run():
+                with torch.no_grad():
+                    m(x)
+            return run
+        evals = ab({"reference": infer(ref), "archspec": infer(mine),
+                    "archspec optimize_for_inference": infer(fast)}, repeats, device)
+        for what, times in (("train step", steps), ("eval", evals)):
+            for impl, ts in times.items():
+                ratio = (f"{med(ts) / med(times['reference']):.3f}x" if impl != "reference"
+                         else "1")
+                out.append(f"| {name} ({what}) | {impl} | {med(ts) * 1e3:.1f} | "
+                           f"{min(ts) * 1e3:.1f}-{max(ts) * 1e3:.1f} | {ratio} |")
+        step = med(steps["archspec"]) / med(steps["reference"])
+        ev = med(evals["archspec"]) / med(evals["reference"])
+        opt = med(evals["archspec optimize_for_inference"]) / med(evals["reference"])
+        verdicts.append(f"{name}: train step {step:.3f}x ({'met' if step <= 1.03 else 'NOT met'}"
+                        f"), eval {ev:.3f}x ({'met' if ev <= 1.0 else 'NOT met'}), "
+                        f"optimize_for_inference {opt:.3f}x")
+    return out + ["", "Targets (issue 22): " + "; ".join(verdicts) + ".", ""]
 
 
 SECTIONS = ("build", "train", "eval", "small", "bf16", "memory", "compile", "volumes",
