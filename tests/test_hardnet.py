@@ -14,6 +14,7 @@ import torch
 import archspec
 from archspec import SpecError
 from archspec.cli import main
+from conftest import folding_norms
 from archspec.plan_hardnet import harmonic_links, layer_width
 from archspec.weights_hardnet import to_reference
 
@@ -134,13 +135,7 @@ def test_scripts_traces_exports_and_optimizes(spec):
     text = small() if spec == "tiny" else small(depthwise="true", downsample="depthwise",
                                                  stem_kernels="[3, 1]", block_dropout="0.1")
     model = archspec.build(archspec.loads(text), seed=0)
-    with torch.no_grad():  # statistics that make the folding do something
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
+    folding_norms(model)  # statistics that make the folding do something
     model.eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

@@ -18,6 +18,7 @@ import torch
 import archspec
 from archspec import SpecError
 from archspec.cli import main
+from conftest import folding_norms
 
 timm = pytest.importorskip("timm")
 
@@ -135,13 +136,7 @@ def test_timms_eca_attention_is_refused_by_name():
 def test_scripts_traces_exports_and_optimizes(name):
     spec = archspec.loads(small()) if name == "tiny" else archspec.load(name)
     model = archspec.build(spec, seed=0)
-    with torch.no_grad():  # statistics that make the folding do something
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
+    folding_norms(model)  # statistics that make the folding do something
     model.eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

@@ -10,7 +10,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-__all__ = ["affine", "per_out", "fold_after", "conv_like"]
+__all__ = ["affine", "per_out", "fold_after", "conv_like", "fold_batch_norms", "folded_copy",
+           "FoldedCopy"]
 
 
 def affine(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
@@ -54,13 +55,13 @@ _UNITS = (("conv_pw", "bn"), ("conv", "bn"), ("conv", "norm"), ("dwconv", "norm"
 def fold_batch_norms(model: nn.Module) -> int:
     """Fold, in place, every affine BatchNorm that follows a conv in a conv-norm[-act]
     unit (_UNITS) into that conv; returns how many were folded."""
-    from .nn import BATCH_NORMS
+    from .nn import BATCH_NORMS, CONVS
 
     folded = 0
     for unit in list(model.modules()):
         for name, norm in _UNITS:
             conv, bn = getattr(unit, name, None), getattr(unit, norm, None)
-            if not isinstance(conv, nn.modules.conv._ConvNd) or \
+            if not isinstance(conv, CONVS) or \
                     not isinstance(bn, BATCH_NORMS) or not bn.affine or \
                     not bn.track_running_stats:
                 continue
@@ -69,3 +70,51 @@ def fold_batch_norms(model: nn.Module) -> int:
             folded += 1
             break
     return folded
+
+
+def folded_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode deep copy of ``model`` with every conv-norm unit's BatchNorm folded."""
+    import copy
+
+    net = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        fold_batch_norms(net)
+    return net
+
+
+class FoldedCopy(nn.Module):
+    """What every post-activation member's optimize_for_inference copy shares (VoVNet,
+    HarDNet, PeleeNet): eval-only, no gradients, channels_last, the source's input
+    check."""
+
+    def _prepare(self, model: nn.Module, channels_last: bool) -> None:
+        self.plan = model.plan
+        self.dims: int = model.plan.dims
+        self.channels_last = channels_last and self.dims in (2, 3)
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last_3d if self.dims == 3
+                    else torch.channels_last)
+
+    @torch.jit.unused  # eager only, as the source model's check
+    def _check_input(self, x: Tensor) -> None:
+        from .builder import check_input  # the builder imports torch modules this one's users need
+
+        check_input(self.plan, x)
+
+    def _laid_out(self, x: Tensor) -> Tensor:
+        if not torch.jit.is_scripting():
+            self._check_input(x)
+        if self.channels_last:
+            if self.dims == 3:
+                return x.contiguous(memory_format=torch.channels_last_3d)
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise RuntimeError("an optimize_for_inference model is eval-only; train the "
+                               "original model")
+        return super().train(False)

@@ -10,27 +10,22 @@ does.
 
 # No `from __future__ import annotations`: TorchScript and torch.fx read these types.
 
-import copy
 from typing import List
 
-import torch
 from torch import Tensor, nn
 
-from .folding import fold_batch_norms
-from .inference_vovnet import _Folded
+from .folding import FoldedCopy, folded_copy
 from .nn_hardnet import hardnet_feature_maps
 
 __all__ = ["InferenceHarDNet", "InferenceHarDNetFeatures"]
 
 
-class InferenceHarDNet(_Folded):
+class InferenceHarDNet(FoldedCopy):
     """Eval-only HarDNet from ``optimize_for_inference``: the classifier model's forward."""
 
     def __init__(self, model: nn.Module, channels_last: bool):
         super().__init__()
-        net = copy.deepcopy(model).eval()
-        with torch.no_grad():
-            fold_batch_norms(net)
+        net = folded_copy(model)
         self.stem, self.features, self.head = net.stem, net.features, net.head
         self._prepare(model, channels_last)
 
@@ -38,15 +33,13 @@ class InferenceHarDNet(_Folded):
         return self.head(self.features(self.stem(self._laid_out(x))))
 
 
-class InferenceHarDNetFeatures(_Folded):
+class InferenceHarDNetFeatures(FoldedCopy):
     """Eval-only HarDNet backbone from ``optimize_for_inference``: the feature maps of
     ``feature_info``, as the ``features_only`` model returns them."""
 
     def __init__(self, model: nn.Module, channels_last: bool):
         super().__init__()
-        net = copy.deepcopy(model).eval()
-        with torch.no_grad():
-            fold_batch_norms(net)
+        net = folded_copy(model)
         self.stem, self.features = net.stem, net.features
         self.feature_info, self.out_indices = model.feature_info, model.out_indices
         self._taps: List[int] = list(model._taps)

@@ -10,27 +10,22 @@ concatenations stay.
 
 # No `from __future__ import annotations`: TorchScript and torch.fx read these types.
 
-import copy
 from typing import List
 
-import torch
 from torch import Tensor, nn
 
-from .folding import fold_batch_norms
-from .inference_vovnet import _Folded
+from .folding import FoldedCopy, folded_copy
 from .nn_peleenet import peleenet_feature_maps
 
 __all__ = ["InferencePeleeNet", "InferencePeleeNetFeatures"]
 
 
-class InferencePeleeNet(_Folded):
+class InferencePeleeNet(FoldedCopy):
     """Eval-only PeleeNet from ``optimize_for_inference``: the classifier model's forward."""
 
     def __init__(self, model: nn.Module, channels_last: bool):
         super().__init__()
-        net = copy.deepcopy(model).eval()
-        with torch.no_grad():
-            fold_batch_norms(net)
+        net = folded_copy(model)
         self.features, self.classifier = net.features, net.classifier
         self.spatial: List[int] = list(net.spatial)
         self._prepare(model, channels_last)
@@ -39,15 +34,13 @@ class InferencePeleeNet(_Folded):
         return self.classifier(self.features(self._laid_out(x)).mean(self.spatial))
 
 
-class InferencePeleeNetFeatures(_Folded):
+class InferencePeleeNetFeatures(FoldedCopy):
     """Eval-only PeleeNet backbone from ``optimize_for_inference``: the feature maps of
     ``feature_info``, as the ``features_only`` model returns them."""
 
     def __init__(self, model: nn.Module, channels_last: bool):
         super().__init__()
-        net = copy.deepcopy(model).eval()
-        with torch.no_grad():
-            fold_batch_norms(net)
+        net = folded_copy(model)
         self.features = net.features
         self.feature_info, self.out_indices = model.feature_info, model.out_indices
         self._taps: List[int] = list(model._taps)

@@ -12,61 +12,22 @@ norm precedes a conv. Group, instance and layer norms are kept as they are.
 
 # No `from __future__ import annotations`: TorchScript and torch.fx read these types.
 
-import copy
 from typing import List
 
-import torch
 from torch import Tensor, nn
 
-from .builder import check_input
-from .folding import fold_batch_norms
+from .folding import FoldedCopy, folded_copy
 from .nn_vovnet import feature_maps
 
-__all__ = ["InferenceVoVNet", "InferenceVoVNetFeatures", "fold_batch_norms"]
+__all__ = ["InferenceVoVNet", "InferenceVoVNetFeatures"]
 
 
-class _Folded(nn.Module):
-    """The folded copy's shared parts: eval-only, no gradients, channels_last."""
-
-    def _prepare(self, model: nn.Module, channels_last: bool) -> None:
-        self.plan = model.plan
-        self.dims: int = model.plan.dims
-        self.channels_last = channels_last and self.dims in (2, 3)
-        self.eval()
-        for p in self.parameters():
-            p.requires_grad_(False)
-        if self.channels_last:
-            self.to(memory_format=torch.channels_last_3d if self.dims == 3
-                    else torch.channels_last)
-
-    @torch.jit.unused  # eager only, as the source model's check
-    def _check_input(self, x: Tensor) -> None:
-        check_input(self.plan, x)
-
-    def _laid_out(self, x: Tensor) -> Tensor:
-        if not torch.jit.is_scripting():
-            self._check_input(x)
-        if self.channels_last:
-            if self.dims == 3:
-                return x.contiguous(memory_format=torch.channels_last_3d)
-            return x.contiguous(memory_format=torch.channels_last)
-        return x
-
-    def train(self, mode: bool = True):
-        if mode:
-            raise RuntimeError("an optimize_for_inference model is eval-only; train the "
-                               "original model")
-        return super().train(False)
-
-
-class InferenceVoVNet(_Folded):
+class InferenceVoVNet(FoldedCopy):
     """Eval-only VoVNet from ``optimize_for_inference``: the classifier model's forward."""
 
     def __init__(self, model: nn.Module, channels_last: bool):
         super().__init__()
-        net = copy.deepcopy(model).eval()
-        with torch.no_grad():
-            fold_batch_norms(net)
+        net = folded_copy(model)
         self.stem, self.stages, self.head = net.stem, net.stages, net.head
         self._prepare(model, channels_last)
 
@@ -74,15 +35,13 @@ class InferenceVoVNet(_Folded):
         return self.head(self.stages(self.stem(self._laid_out(x))))
 
 
-class InferenceVoVNetFeatures(_Folded):
+class InferenceVoVNetFeatures(FoldedCopy):
     """Eval-only VoVNet backbone from ``optimize_for_inference``: the feature maps of
     ``feature_info``, as the ``features_only`` model returns them."""
 
     def __init__(self, model: nn.Module, channels_last: bool):
         super().__init__()
-        net = copy.deepcopy(model).eval()
-        with torch.no_grad():
-            fold_batch_norms(net)
+        net = folded_copy(model)
         self.stem, self.stages = net.stem, net.stages
         self.feature_info, self.out_indices = model.feature_info, model.out_indices
         self._taps: List[int] = list(model._taps)
