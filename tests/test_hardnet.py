@@ -74,11 +74,17 @@ def test_a_seed_gives_the_reference_network_and_its_outputs(name):
     torch.manual_seed(1)
     with torch.no_grad():
         out = model(x)
-    torch.testing.assert_close(out, torch.tensor(want["train_output"]), rtol=0,
-                               atol=1e-5 * max(scale, 1.0))
+    # Train mode normalises by batch statistics over maps as small as 2x2 (64x64 in), which
+    # magnifies float32 rounding: the same code on another CPU's kernels (the files were made
+    # on one, AVX512 machines give other sums) moved these outputs by up to 9.6e-5 at
+    # scale 1 and the statistics' sum by 1.3e-8 relative, while archspec and the reference
+    # on one machine agree to 1e-5 in both modes. A wrong link or width moves them by O(1).
+    expect = torch.tensor(want["train_output"])
+    torch.testing.assert_close(out, expect, rtol=0,
+                               atol=5e-4 * max(expect.abs().max().item(), 1.0))
     stats = sum(v.double().sum().item() for k, v in model.state_dict().items()
                 if k.endswith(("running_mean", "running_var")))
-    assert stats == pytest.approx(want["running_stats_sum"], rel=1e-9)
+    assert stats == pytest.approx(want["running_stats_sum"], rel=1e-6)
 
 
 def test_the_reference_layout_loads_with_a_report_and_round_trips(tmp_path, capsys):

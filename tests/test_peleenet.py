@@ -58,10 +58,15 @@ def test_a_seed_gives_the_reference_network_and_its_outputs():
     torch.manual_seed(1)
     with torch.no_grad():
         out = model(x)
-    torch.testing.assert_close(out, torch.tensor(want["train_output"]), rtol=0, atol=tol)
+    # batch statistics magnify float32 rounding, and another CPU's kernels sum in another
+    # order: the same reference code on an AVX512 machine moved the statistics' sum by
+    # 2.2e-8 relative (test_hardnet.py has the measurements for the outputs)
+    expect = torch.tensor(want["train_output"])
+    torch.testing.assert_close(out, expect, rtol=0,
+                               atol=max(tol, 5e-4 * max(expect.abs().max().item(), 1.0)))
     stats = sum(v.double().sum().item() for k, v in model.state_dict().items()
                 if k.endswith(("running_mean", "running_var")))
-    assert stats == pytest.approx(want["running_stats_sum"], rel=1e-9)
+    assert stats == pytest.approx(want["running_stats_sum"], rel=1e-6)
 
 
 def test_the_reference_keys_load_strictly_both_ways(tmp_path, capsys):
@@ -95,6 +100,7 @@ def test_macs_are_the_convolutions_and_the_classifier():
     assert counter.get_total_flops() == 2 * p.macs
 
 
+@pytest.mark.slow  # ~4.5 s on 2 cores; HarDNet's and VoVNet's tiny nets cover the family fast
 def test_scripts_traces_exports_and_optimizes():
     model = archspec.build(archspec.loads(small()), seed=0)
     folding_norms(model)  # statistics that make the folding do something
