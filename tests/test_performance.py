@@ -106,6 +106,36 @@ def test_optimized_model_folds_and_reorders():
         optimize_for_inference(torch.nn.Conv2d(3, 3, 1))
 
 
+def test_small_maps_1x1_convs_run_as_matrix_products():
+    """At 14x14 and below (the plan's sizes) a channels_last copy computes each 1x1 conv as
+    F.linear on the NHWC view; larger maps keep oneDNN's conv. Same keys, shapes and
+    function either way."""
+    from archspec.inference import _PointwiseConv2d, _PointwiseConv3d
+
+    model = archspec.build("densenet121", seed=0).eval()
+    _randomise_norms(model)
+    fast = optimize_for_inference(model)
+    kinds = {}
+    for mod, name in zip(fast.body, [n for n in dict(model.features.named_children())
+                                     if n.startswith(("denseblock", "transition"))]):
+        convs = [mod.conv] if hasattr(mod, "conv") else [layer.conv1 for layer in mod.layers]
+        kinds[name] = {type(c).__name__ for c in convs}
+    assert kinds == {"denseblock1": {"Conv2d"}, "transition1": {"Conv2d"},
+                     "denseblock2": {"Conv2d"}, "transition2": {"_PointwiseConv2d"},
+                     "denseblock3": {"_PointwiseConv2d"}, "transition3": {"_PointwiseConv2d"},
+                     "denseblock4": {"_PointwiseConv2d"}}
+    nchw = optimize_for_inference(model, channels_last=False)
+    assert not any(isinstance(m, _PointwiseConv2d) for m in nchw.modules())
+    assert {k: v.shape for k, v in fast.state_dict().items()} == \
+        {k: v.shape for k, v in nchw.state_dict().items()}
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+    # volumes: densenet121-3d's last block runs at 3^3
+    vol = optimize_for_inference(archspec.build("densenet121-3d", seed=0).eval())
+    assert any(isinstance(m, _PointwiseConv3d) for m in vol.body[-1].modules())
+
+
 def test_optimize_for_inference_keeps_autocast_dtype():
     """Under bf16 autocast every folded clamp reads and writes bf16 (a clamp against fp32
     bounds would promote to fp32 and cost a cast pass per layer), and the output stays

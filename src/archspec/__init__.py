@@ -121,11 +121,15 @@ def export(model: "torch.nn.Module", path: "str | _os.PathLike", *,
 
 
 def optimize_for_inference(model: "torch.nn.Module", *, channels_last: bool = True,
-                           example_input: "torch.Tensor | None" = None) -> "torch.nn.Module":
+                           example_input: "torch.Tensor | None" = None,
+                           dtype: "torch.dtype | None" = None) -> "torch.nn.Module":
     """An eval-only, faster copy of a built DenseNet or ``features_only`` backbone (norms
     folded, transitions pooled before their convs, no per-layer concatenation,
     channels_last); with ``example_input``, its forward recorded as a CUDA graph for
-    small static batches. See :func:`archspec.inference.optimize_for_inference`."""
+    small static batches; with ``dtype=torch.bfloat16``, computing in bf16 where the
+    device does so natively (else float32, with a warning). See
+    :func:`archspec.inference.optimize_for_inference`."""
     _optimize = _torch_part("inference", "optimize_for_inference").optimize_for_inference
 
-    return _optimize(model, channels_last=channels_last, example_input=example_input)
+    return _optimize(model, channels_last=channels_last, example_input=example_input,
+                     dtype=dtype)

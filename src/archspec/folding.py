@@ -5,7 +5,7 @@ bias in the conv's own dtype."""
 
 # No `from __future__ import annotations`: TorchScript reads the modules these make.
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -87,10 +87,20 @@ class FoldedCopy(nn.Module):
     HarDNet, PeleeNet): eval-only, no gradients, channels_last, the source's input
     check."""
 
+    precision_cast: bool
+
     def _prepare(self, model: nn.Module, channels_last: bool) -> None:
         self.plan = model.plan
         self.dims: int = model.plan.dims
         self.channels_last = channels_last and self.dims in (2, 3)
+        # What the copy computes in (`.to(dtype)` moves it with the weights; not state),
+        # and whether inputs are cast to it and outputs back: only when
+        # optimize_for_inference's dtype= asked (else a call behaves as the model's).
+        self.precision_cast = False
+        self.register_buffer("compute_dtype_probe",
+                             torch.empty(0, dtype=next(model.parameters()).dtype,
+                                         device=next(model.parameters()).device),
+                             persistent=False)
         self.eval()
         for p in self.parameters():
             p.requires_grad_(False)
@@ -107,11 +117,23 @@ class FoldedCopy(nn.Module):
     def _laid_out(self, x: Tensor) -> Tensor:
         if not torch.jit.is_scripting():
             self._check_input(x)
+        if self.precision_cast:
+            x = x.to(self.compute_dtype_probe.dtype)
         if self.channels_last:
             if self.dims == 3:
                 return x.contiguous(memory_format=torch.channels_last_3d)
             return x.contiguous(memory_format=torch.channels_last)
         return x
+
+    def _as_input(self, out: Tensor, x: Tensor) -> Tensor:
+        """``out`` in the caller's dtype when dtype= was asked for: results do not depend
+        on what the copy computes in (the dtype, or float32 where that falls back)."""
+        return out.to(x.dtype) if self.precision_cast else out
+
+    def _all_as_input(self, outs: List[Tensor], x: Tensor) -> List[Tensor]:
+        if self.precision_cast:
+            return [out.to(x.dtype) for out in outs]
+        return outs
 
     def train(self, mode: bool = True):
         if mode:

@@ -30,7 +30,7 @@ class InferenceHarDNet(FoldedCopy):
         self._prepare(model, channels_last)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(self.stem(self._laid_out(x))))
+        return self._as_input(self.head(self.features(self.stem(self._laid_out(x)))), x)
 
 
 class InferenceHarDNetFeatures(FoldedCopy):
@@ -47,5 +47,5 @@ class InferenceHarDNetFeatures(FoldedCopy):
         self._prepare(model, channels_last)
 
     def forward(self, x: Tensor) -> List[Tensor]:
-        return hardnet_feature_maps(self.stem, self.features, self._laid_out(x), self._taps,
-                                    self._stop)
+        return self._all_as_input(hardnet_feature_maps(
+            self.stem, self.features, self._laid_out(x), self._taps, self._stop), x)

@@ -31,7 +31,8 @@ class InferencePeleeNet(FoldedCopy):
         self._prepare(model, channels_last)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(self._laid_out(x)).mean(self.spatial))
+        return self._as_input(
+            self.classifier(self.features(self._laid_out(x)).mean(self.spatial)), x)
 
 
 class InferencePeleeNetFeatures(FoldedCopy):
@@ -48,5 +49,5 @@ class InferencePeleeNetFeatures(FoldedCopy):
         self._prepare(model, channels_last)
 
     def forward(self, x: Tensor) -> List[Tensor]:
-        return peleenet_feature_maps(self.features, self._laid_out(x), self._taps,
-                                     self._stop)
+        return self._all_as_input(peleenet_feature_maps(
+            self.features, self._laid_out(x), self._taps, self._stop), x)

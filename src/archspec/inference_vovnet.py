@@ -32,7 +32,7 @@ class InferenceVoVNet(FoldedCopy):
         self._prepare(model, channels_last)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.stages(self.stem(self._laid_out(x))))
+        return self._as_input(self.head(self.stages(self.stem(self._laid_out(x)))), x)
 
 
 class InferenceVoVNetFeatures(FoldedCopy):
@@ -49,4 +49,5 @@ class InferenceVoVNetFeatures(FoldedCopy):
         self._prepare(model, channels_last)
 
     def forward(self, x: Tensor) -> List[Tensor]:
-        return feature_maps(self.stem, self.stages, self._laid_out(x), self._taps, self._stop)
+        return self._all_as_input(
+            feature_maps(self.stem, self.stages, self._laid_out(x), self._taps, self._stop), x)

@@ -27,6 +27,10 @@ fast path                 private API                         public fallback
                           its ``_backward_cls``'s saved
                           tensors by position),
                           ``torch.batch_norm_elemt``
+``cpu_features``          ``torch.cpu._is_avx512_bf16_``      the kernel's CPU flags in
+(optimize_for_inference's ``supported``, ``_is_amx_tile_``    /proc/cpuinfo; without them,
+bf16/fp16 path)           ``supported``, ``_is_amx_fp16_``    "not native" (fp32 kept: never
+                          ``supported``                       slower)
 ========================  ==================================  ===============================
 
 tests/test_memory_kernels.py breaks each private call in turn (missing, or returning
@@ -48,7 +52,8 @@ from torch import Tensor
 __all__ = ["FastPathWarning", "PATHS", "usable", "reset", "conv_backward",
            "batch_norm_train", "batch_norm_with_statistics", "batch_norm_backward",
            "relu_backward", "avg_pool_backward", "batch_statistics_of", "sync_batch_norm",
-           "SyncStats", "sync_statistics_of", "sync_normalise", "sync_batch_norm_backward"]
+           "SyncStats", "sync_statistics_of", "sync_normalise", "sync_batch_norm_backward",
+           "cpu_features"]
 
 
 class FastPathWarning(UserWarning):
@@ -287,6 +292,46 @@ def sync_batch_norm_backward(x: Tensor, weight: Optional[Tensor], record: SyncSt
     ctx = _SyncBatchNormContext((x, weight, record.mean, record.invstd, record.count),
                                 record.group, needs_input_grad)
     return sync_batch_norm().backward(ctx, grad_y)[:3]
+
+
+# CPU features -> (torch.cpu's private probe, the /proc/cpuinfo flags that mean the same)
+_CPU_FEATURES = {"avx512_bf16": ("_is_avx512_bf16_supported", ("avx512_bf16",)),
+                 "amx_bf16": ("_is_amx_tile_supported", ("amx_bf16",)),
+                 "amx_fp16": ("_is_amx_fp16_supported", ("amx_fp16",)),
+                 # Arm's BF16 and FP16 arithmetic (Neoverse V1/V2, Apple M2+): no probe
+                 "arm_bf16": ("", ("bf16",)),
+                 "arm_fp16": ("", ("asimdhp",))}
+
+
+def cpu_features() -> frozenset[str]:
+    """The reduced-precision arithmetic this CPU has natively, among _CPU_FEATURES' keys:
+    torch's own probe where it has one (what its oneDNN kernels dispatch on), else the
+    kernel's flags in /proc/cpuinfo (Linux). An unknown CPU has none of them, so callers
+    keep float32: never slower."""
+    found = set()
+    flags = _cpuinfo_flags()
+    for name, (probe, flag_names) in _CPU_FEATURES.items():
+        fn = getattr(torch.cpu, probe, None) if probe else None
+        try:
+            have = bool(fn()) if fn is not None else bool(flags & set(flag_names))
+        except Exception:  # a probe that moved or broke: the flags decide
+            have = bool(flags & set(flag_names))
+        if have:
+            found.add(name)
+    return frozenset(found)
+
+
+def _cpuinfo_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            text = f.read(1 << 20)
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return set(value.split())
+    return set()
 
 
 def _pair(v) -> list[int]:
