@@ -3,7 +3,7 @@ side by side in one process (alternating, medians).
 
     python benchmarks/export_runtimes.py [--spec densenet121] [--batch 8] [--repeats 9]
 
-.onnx runs in ONNX Runtime (intra-op threads = torch's), .pt2 through torch.export.load,
+.onnx runs in ONNX Runtime (intra-op threads = torch's, spinning off), .pt2 through torch.export.load,
 .pt through torch.jit.load. Ratios are the plain export's time / the optimized one's
 (above 1: --optimize is faster). `--optimize` must never be below 1 for any target.
 """
@@ -20,17 +20,12 @@ from pathlib import Path
 import torch
 
 from archspec.cli import main as cli
+from cpu_inference import ort_runner  # this folder: scripts run as python benchmarks/...
 
 
 def runner(path: Path, fmt: str, x: torch.Tensor):
-    if fmt == ".onnx":
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = torch.get_num_threads()
-        s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        feed = {s.get_inputs()[0].name: x.numpy()}
-        return lambda: s.run(None, feed)
+    if fmt == ".onnx":  # spinning off, torch's threads: cpu_inference.py says why
+        return ort_runner(path, x)
     m = torch.export.load(str(path)).module() if fmt == ".pt2" else torch.jit.load(str(path))
 
     def run():
