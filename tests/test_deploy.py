@@ -75,14 +75,14 @@ def _convert(model, how: str, x: torch.Tensor):
 
 
 def _cases():
-    # torch.export takes ~4-7 s a model on 2 cores, ONNX ~4-7 s: one exported kind in the
-    # default run, every kind and the ONNX ones in the slow one
+    # torch.export takes ~4-7 s a model on 2 cores, ONNX ~4-7 s: every exported kind in
+    # the slow run
     for how in ("script", "trace", "fx", "export", "onnx"):
         for kind in KINDS:
             for optimized in (False, True):
                 # (ONNX in the fast suite: tests/test_export.py)
-                quick = how not in ("export", "onnx") or (
-                    how == "export" and kind == "cifar-memory-efficient" and not optimized)
+                # (torch.export in the fast suite: tests/test_second_walk.py's .pt2)
+                quick = how not in ("export", "onnx")
                 yield pytest.param(kind, optimized, how,
                                    id=f"{how}-{kind}-{'optimized' if optimized else 'built'}",
                                    marks=() if quick else pytest.mark.slow)

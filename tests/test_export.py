@@ -72,6 +72,7 @@ def test_optimize_is_never_slower_for_onnx_it_exports_the_plain_graph(capsys, tm
     assert graphs[0] == graphs[1]
 
 
+@pytest.mark.slow  # ~5 s on 2 cores; the fast suite exports through test_second_walk.py
 def test_export_weights_optimize_input_and_json(capsys, tmp_path):
     """--weights (a torchvision-keyed state_dict), --optimize, --input, --batch, --format json:
     the artefact computes what the weighted model computes at the new size."""

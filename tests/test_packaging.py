@@ -20,6 +20,7 @@ except ModuleNotFoundError:  # Python 3.10
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # builds a wheel and installs it: ~3.5 s on 2 cores
 def test_wheel_ships_the_zoo_and_finds_it_by_name(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps",
                     "--no-build-isolation", "-q", "-w", str(tmp_path / "dist")],
