@@ -3,6 +3,8 @@ machine's measured matmul throughput as the roofline, whole nets and stage by st
 
     python benchmarks/cpu_inference.py [--repeats 15] [--cases densenet121:1,densenet121:8,densenet-bc-100-12:64]
     python benchmarks/cpu_inference.py --pointwise --repeats 21   # the 1x1-as-matmul A/B
+    python benchmarks/cpu_inference.py --blocking --repeats 9 --cases densenet121:16,...
+                                                # cache-sized passes against one pass
 
 Everything runs in one process, the contenders alternating call by call, medians over
 ``--repeats``; torch and ONNX Runtime use the same number of intra-op threads (torch's).
@@ -138,6 +140,10 @@ def case(spec: str, batch: int, repeats: int, folder: Path) -> list[str]:
     else:
         fns["archspec eager"] = torch_call(model, x)
     fns["optimize_for_inference"] = torch_call(fast, x)
+    if _passes(fast, x) > 1:  # the same copy with the batch in one pass, side by side
+        whole = archspec.optimize_for_inference(model)
+        whole.cache_bytes = 0
+        fns["optimize_for_inference, one pass"] = torch_call(whole, x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript's deprecation notice
         fns["optimize_for_inference, TorchScript"] = torch_call(torch.jit.script(fast), x)
@@ -202,6 +208,28 @@ def bf16_rows(model: nn.Module, x: torch.Tensor, repeats: int) -> list[str]:
             f"{diff:.3g}" + (f". It said: {said}" if said else ".")]
 
 
+def _passes(fast: nn.Module, x: torch.Tensor) -> int:
+    parts = fast._passes(x)
+    return 1 if parts is None else len(parts)
+
+
+def blocking_ab(spec: str, batch: int, repeats: int) -> str:
+    """optimize_for_inference taking the batch in cache-sized passes (the default)
+    against the same copy taking it whole (``cache_bytes = 0``), alternating."""
+    model = archspec.build(spec, seed=0).eval()
+    new = archspec.optimize_for_inference(model)
+    old = archspec.optimize_for_inference(model)
+    old.cache_bytes = 0
+    x = torch.randn(batch, *model.plan.input_shape)
+    parts = new._passes(x)
+    sizes = "one pass" if parts is None else f"{len(parts)} passes of {parts[0].shape[0]}"
+    per_image = new.buffer_per_pixel * x[0, 0].numel() * x.element_size() / 2 ** 20
+    t = timed({"whole": torch_call(old, x), "passes": torch_call(new, x)}, repeats)
+    return (f"| {spec}, batch {batch} | {per_image * batch:.1f} MB | {sizes} | "
+            f"{t['whole'] * 1000:.1f} | {t['passes'] * 1000:.1f} | "
+            f"{t['whole'] / t['passes']:.3f}x |")
+
+
 def pointwise_ab(spec: str, batch: int, repeats: int) -> str:
     """optimize_for_inference with its 1x1 convs on small maps as matrix products (the
     default) against the same copy with every conv left to oneDNN, alternating."""
@@ -227,7 +255,20 @@ def main() -> int:
     ap.add_argument("--cases", default="densenet121:1,densenet121:8,densenet-bc-100-12:64")
     ap.add_argument("--pointwise", action="store_true",
                     help="only the A/B of 1x1 convs as matrix products (POINTWISE_PIXELS)")
+    ap.add_argument("--blocking", action="store_true",
+                    help="only the A/B of cache-sized passes (archspec.cache_blocking)")
     args = ap.parse_args()
+    if args.blocking:
+        from archspec.cache_blocking import last_level_cache_bytes
+
+        print(f"Last-level cache: {last_level_cache_bytes() / 2 ** 20:g} MB, "
+              f"{torch.get_num_threads()} threads.\n\n"
+              "| case | block-buffer bytes, whole batch | passes | one pass, ms | "
+              "cache-sized passes, ms | speed-up |\n|---|---:|---|---:|---:|---:|")
+        for c in args.cases.split(","):
+            spec, batch = c.rsplit(":", 1)
+            print(blocking_ab(spec, int(batch), args.repeats), flush=True)
+        return 0
     if args.pointwise:
         print("| case | 1x1 convs as convs, ms | as matrix products, ms | speed-up |\n"
               "|---|---:|---:|---:|")

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from . import feature_buffer
 from .folding import affine, conv_like, fold_after, per_out
 from .builder import check_input
+from .cache_blocking import images_per_pass, last_level_cache_bytes
 from .graph_mode import capturing
 from .nn import BATCH_NORMS, CONVS, BlurPool2d, DenseLayer, Transition, make_activation
 from .schema import Activation, NormType
@@ -255,6 +256,8 @@ class InferenceDenseNet(nn.Module):
 
     taps: List[int]
     precision_cast: bool
+    buffer_per_pixel: float
+    cache_bytes: int
 
     def __init__(self, model: nn.Module, channels_last: bool):
         super().__init__()
@@ -272,6 +275,13 @@ class InferenceDenseNet(nn.Module):
         self.register_buffer("compute_dtype_probe",
                              torch.empty(0, dtype=next(model.parameters()).dtype),
                              persistent=False)
+        # The CPU forward takes large batches in passes whose block buffers fit this
+        # cache (archspec.cache_blocking; 0 turns it off): the largest block buffer's
+        # elements per input pixel, and the machine's last-level cache in bytes.
+        blocks = [s for s in plan.stages if s.kind == "block"]
+        self.buffer_per_pixel = max((s.out_channels * math.prod(s.out_size) for s in blocks),
+                                    default=0) / math.prod(plan.stages[0].in_size)
+        self.cache_bytes = last_level_cache_bytes()
         # Every tensor an activation sees here is fresh (a norm's or a conv's output), so
         # the model's in-place activation modules serve as they are. The head's is
         # features.relu5 where the activation is learned, else a fresh one.
@@ -364,6 +374,27 @@ class InferenceDenseNet(nn.Module):
         return super().train(False)
 
     def forward(self, x: Tensor) -> Tensor:
+        if not torch.jit.is_scripting():
+            parts = self._passes(x)
+            if parts is not None:  # a large CPU batch: passes that stay in the cache
+                return torch.cat([self._forward(part) for part in parts])
+        return self._forward(x)
+
+    @torch.jit.unused
+    def _passes(self, x: Tensor) -> Optional[List[Tensor]]:
+        """x split into the passes archspec.cache_blocking asks for, or None for one pass
+        (always on GPUs, in graph captures, and where the cache size is unknown: a
+        captured graph must not depend on the machine that captured it)."""
+        if capturing() is not None or self.cache_bytes <= 0 or x.device.type != "cpu" \
+                or x.dim() != self.dims + 2:
+            return None
+        itemsize = (self.compute_dtype_probe.element_size() if self.precision_cast
+                    else x.element_size())
+        per_image = math.ceil(self.buffer_per_pixel * math.prod(x.shape[2:])) * itemsize
+        n = images_per_pass(x.shape[0], per_image, self.cache_bytes)
+        return None if n >= x.shape[0] else list(x.split(n))
+
+    def _forward(self, x: Tensor) -> Tensor:
         h = self._laid_out(x)
         h = self.stem_pool(self.stem(h))
         for mod in self.body:
@@ -399,6 +430,14 @@ class InferenceDenseNetFeatures(InferenceDenseNet):
     maps (``feature_info`` and ``out_indices`` carried over)."""
 
     def forward(self, x: Tensor) -> List[Tensor]:  # type: ignore[override]
+        if not torch.jit.is_scripting():
+            parts = self._passes(x)
+            if parts is not None:  # each level's maps, pass by pass, joined
+                outs = [self._features(part) for part in parts]
+                return [torch.cat([o[i] for o in outs]) for i in range(len(outs[0]))]
+        return self._features(x)
+
+    def _features(self, x: Tensor) -> List[Tensor]:
         h = self._laid_out(x)
         h = self.stem(h)
         out: List[Tensor] = []
