@@ -83,13 +83,19 @@ def folded_copy(model: nn.Module) -> nn.Module:
 
 
 class FoldedCopy(nn.Module):
-    """What every post-activation member's optimize_for_inference copy shares (VoVNet,
-    HarDNet, PeleeNet): eval-only, no gradients, channels_last, the source's input
-    check."""
+    """What every optimize_for_inference copy shares (DenseNet's InferenceDenseNet and the
+    post-activation members' VoVNet, HarDNet and PeleeNet copies): eval-only, no
+    gradients, channels_last, the dtype= casts, the source's input check."""
 
     precision_cast: bool
 
     def _prepare(self, model: nn.Module, channels_last: bool) -> None:
+        """For a copy whose modules are all in place: _start and _finish at once."""
+        self._start(model, channels_last)
+        self._finish()
+
+    def _start(self, model: nn.Module, channels_last: bool) -> None:
+        """The source's plan and layout, before the copy's modules are made."""
         self.plan = model.plan
         self.dims: int = model.plan.dims
         self.channels_last = channels_last and self.dims in (2, 3)
@@ -101,9 +107,13 @@ class FoldedCopy(nn.Module):
                              torch.empty(0, dtype=next(model.parameters()).dtype,
                                          device=next(model.parameters()).device),
                              persistent=False)
+
+    def _finish(self) -> None:
+        """Eval-only, frozen, on the probe's device, in the copy's memory layout."""
         self.eval()
         for p in self.parameters():
             p.requires_grad_(False)
+        self.to(self.compute_dtype_probe.device)
         if self.channels_last:
             self.to(memory_format=torch.channels_last_3d if self.dims == 3
                     else torch.channels_last)

@@ -38,8 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import feature_buffer
-from .folding import affine, conv_like, fold_after, per_out
-from .builder import check_input
+from .folding import FoldedCopy, affine, conv_like, fold_after, per_out
 from .cache_blocking import images_per_pass, last_level_cache_bytes
 from .graph_mode import capturing
 from .nn import BATCH_NORMS, CONVS, BlurPool2d, DenseLayer, Transition, make_activation
@@ -249,7 +248,7 @@ class _FastTransition(nn.Module):
         return self.conv(self.pool(self.pre(x)))
 
 
-class InferenceDenseNet(nn.Module):
+class InferenceDenseNet(FoldedCopy):
     """Eval-only DenseNet from ``optimize_for_inference``; ``plan`` as the source model's.
     ``forward`` returns what the source model's does (logits, or pooled features for a
     headless model); InferenceDenseNetFeatures is the backbone's counterpart."""
@@ -263,18 +262,10 @@ class InferenceDenseNet(nn.Module):
         super().__init__()
         plan = model.plan
         spec = plan.spec
-        self.plan = plan
-        self.dims = plan.dims
-        # channels_last for images, channels_last_3d for volumes; 1D has no such layout
-        channels_last = channels_last and plan.dims in (2, 3)
-        self.channels_last = channels_last
-        # What the copy computes in (`.to(dtype)` moves it with the weights; not state),
-        # and whether inputs are cast to it and outputs back: only when
-        # optimize_for_inference's dtype= asked (else a call behaves as the model's).
-        self.precision_cast = False
-        self.register_buffer("compute_dtype_probe",
-                             torch.empty(0, dtype=next(model.parameters()).dtype),
-                             persistent=False)
+        # plan, dims, dtype= state; channels_last for images, channels_last_3d for
+        # volumes (1D has no such layout)
+        self._start(model, channels_last)
+        channels_last = self.channels_last
         # The CPU forward takes large batches in passes whose block buffers fit this
         # cache (archspec.cache_blocking; 0 turns it off): the largest block buffer's
         # elements per input pixel, and the machine's last-level cache in bytes.
@@ -357,21 +348,7 @@ class InferenceDenseNet(nn.Module):
             self.taps = []
             self.head_pre = _NormAct(norm5, act)
             self.classifier = model.classifier
-        self.eval()
-        for p in self.parameters():
-            p.requires_grad_(False)
-        self.to(next(model.parameters()).device)
-        if channels_last:
-            self.to(memory_format=self._layout())
-
-    def _layout(self) -> torch.memory_format:
-        return torch.channels_last_3d if self.dims == 3 else torch.channels_last
-
-    def train(self, mode: bool = True) -> "InferenceDenseNet":
-        if mode:
-            raise RuntimeError("an optimize_for_inference model is eval-only; train the "
-                               "original model")
-        return super().train(False)
+        self._finish()
 
     def forward(self, x: Tensor) -> Tensor:
         if not torch.jit.is_scripting():
@@ -406,23 +383,7 @@ class InferenceDenseNet(nn.Module):
             h = F.adaptive_avg_pool3d(h, 1)
         else:
             h = F.adaptive_avg_pool1d(h, 1)
-        out = self.classifier(torch.flatten(h, 1))
-        return out.to(x.dtype) if self.precision_cast else out
-
-    @torch.jit.unused
-    def _check_input(self, x: Tensor) -> None:
-        check_input(self.plan, x)
-
-    def _laid_out(self, x: Tensor) -> Tensor:
-        if not torch.jit.is_scripting():
-            self._check_input(x)
-        if self.precision_cast:
-            x = x.to(self.compute_dtype_probe.dtype)
-        if self.channels_last:
-            if self.dims == 3:
-                return x.contiguous(memory_format=torch.channels_last_3d)
-            return x.contiguous(memory_format=torch.channels_last)
-        return x
+        return self._as_input(self.classifier(torch.flatten(h, 1)), x)
 
 
 class InferenceDenseNetFeatures(InferenceDenseNet):
@@ -452,9 +413,7 @@ class InferenceDenseNetFeatures(InferenceDenseNet):
             j += 1
         if len(self.body) in self.taps:
             out.append(self.head_pre(h))
-        if self.precision_cast:
-            return [o.to(x.dtype) for o in out]
-        return out
+        return self._all_as_input(out, x)
 
 
 def optimize_for_inference(model: nn.Module, *, channels_last: bool = True,
