@@ -5,6 +5,8 @@ machine's measured matmul throughput as the roofline, whole nets and stage by st
     python benchmarks/cpu_inference.py --pointwise --repeats 21   # the 1x1-as-matmul A/B
     python benchmarks/cpu_inference.py --blocking --repeats 9 --cases densenet121:16,...
                                                 # cache-sized passes against one pass
+    python benchmarks/cpu_inference.py --direct --repeats 21 --cases densenet121:1:224,...
+                                                # the blocks' direct eager loop against modules
 
 Everything runs in one process, the contenders alternating call by call, medians over
 ``--repeats``; torch and ONNX Runtime use the same number of intra-op threads (torch's).
@@ -230,6 +232,28 @@ def blocking_ab(spec: str, batch: int, repeats: int) -> str:
             f"{t['whole'] / t['passes']:.3f}x |")
 
 
+def direct_ab(spec: str, batch: int, size: int, repeats: int) -> str:
+    """optimize_for_inference with its blocks' direct eager loop (the default) against
+    the same copy calling every layer as modules, and the copy scripted, alternating."""
+    from archspec.inference import _FastBlock
+
+    model = archspec.build(spec, seed=0).eval()
+    new = archspec.optimize_for_inference(model)
+    old = archspec.optimize_for_inference(model)
+    for block in old.body:
+        if isinstance(block, _FastBlock):
+            block.direct = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's deprecation notice
+        scripted = torch.jit.script(archspec.optimize_for_inference(model))
+    x = torch.randn(batch, model.plan.input_shape[0], size, size)
+    t = timed({"modules": torch_call(old, x), "direct": torch_call(new, x),
+               "script": torch_call(scripted, x)}, repeats)
+    return (f"| {spec}, batch {batch}, {size}x{size} | {t['modules'] * 1000:.2f} | "
+            f"{t['direct'] * 1000:.2f} | {t['script'] * 1000:.2f} | "
+            f"{t['modules'] / t['direct']:.3f}x | {t['modules'] / t['script']:.3f}x |")
+
+
 def pointwise_ab(spec: str, batch: int, repeats: int) -> str:
     """optimize_for_inference with its 1x1 convs on small maps as matrix products (the
     default) against the same copy with every conv left to oneDNN, alternating."""
@@ -257,7 +281,17 @@ def main() -> int:
                     help="only the A/B of 1x1 convs as matrix products (POINTWISE_PIXELS)")
     ap.add_argument("--blocking", action="store_true",
                     help="only the A/B of cache-sized passes (archspec.cache_blocking)")
+    ap.add_argument("--direct", action="store_true",
+                    help="only the A/B of the blocks' direct eager loop; cases as "
+                         "spec:batch:size")
     args = ap.parse_args()
+    if args.direct:
+        print("| case | layers as modules, ms | direct loop, ms | TorchScript, ms | "
+              "direct speed-up | TorchScript speed-up |\n|---|---:|---:|---:|---:|---:|")
+        for c in args.cases.split(","):
+            spec, batch, size = c.split(":")
+            print(direct_ab(spec, int(batch), int(size), args.repeats), flush=True)
+        return 0
     if args.blocking:
         from archspec.cache_blocking import last_level_cache_bytes
 

@@ -163,6 +163,138 @@ def test_optimize_for_inference_keeps_autocast_dtype():
     assert (got.float() - exact).abs().max() < 3 * (want.float() - exact).abs().max() + 1e-3
 
 
+def test_eager_blocks_call_their_kernels_directly_and_every_hook_still_runs(monkeypatch):
+    """A BN-ReLU bottleneck block's eager loop calls each layer's kernels without module
+    calls (the same ops: bitwise the module path, fp32 and under autocast); a layer with
+    a hook on it or one of its parts runs as modules, and a global module hook turns the
+    direct loop off, so no hook ever misses a call."""
+    from archspec.inference import _FastBlock
+
+    spec = archspec.load("densenet121", overrides={"block_config": "[2, 3, 2, 2]",
+                                                   "expect": None})
+    model = archspec.build(spec, seed=0).eval()
+    _randomise_norms(model)
+    fast = optimize_for_inference(model)
+    blocks = [b for b in fast.body if isinstance(b, _FastBlock)]
+    assert all(b.direct for b in blocks)
+    x = torch.randn(2, 3, 64, 64)
+    direct_calls = []
+    from archspec import inference
+    real = inference._direct_layer
+    monkeypatch.setattr(inference, "_direct_layer",
+                        lambda *a: direct_calls.append(1) or real(*a))
+    with torch.no_grad():
+        got = fast(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got_bf16 = fast(x)
+    assert len(direct_calls) == 2 * 9
+    for b in blocks:
+        b.direct = False
+    with torch.no_grad():
+        assert torch.equal(got, fast(x))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(got_bf16, fast(x))
+    for b in blocks:
+        b.direct = True
+    # a hook on one layer's conv2: that layer runs as modules, its hook sees the call
+    direct_calls.clear()
+    seen = []
+    blocks[1].layers[2].conv2.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with torch.no_grad():
+        assert torch.equal(got, fast(x))
+    assert seen == [torch.Size([2, 32, 8, 8])] and len(direct_calls) == 9 - 1
+    # a hook for every module: no direct loop at all
+    direct_calls.clear()
+    calls = []
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: calls.append(type(m).__name__))
+    try:
+        with torch.no_grad():
+            assert torch.equal(got, fast(x))
+    finally:
+        handle.remove()
+    assert direct_calls == [] and calls.count("_Clamp") >= 9
+    # other layers (GELU between the convs, no bottleneck) keep the module loop
+    for overrides in ({"activation": "gelu"}, {"bn_size": None}):
+        other = archspec.load("densenet121", overrides={"block_config": "[2, 2, 2, 2]",
+                                                        "expect": None, **overrides})
+        fast = optimize_for_inference(archspec.build(other, seed=0).eval())
+        assert not any(b.direct for b in fast.body if isinstance(b, _FastBlock))
+
+
+def test_cpu_block_buffers_are_kept_per_thread_and_never_returned():
+    """Eager CPU calls keep each block's buffer for the next call (no fresh pages each
+    forward), per thread, for two shapes, across inference_mode and no_grad; a
+    features_only copy keeps none of the buffers it returns, so earlier results stand."""
+    import threading
+
+    from archspec import feature_buffer
+    from archspec.inference import _FastBlock
+
+    spec = archspec.load("densenet121", overrides={"block_config": "[2, 2, 2, 2]",
+                                                   "expect": None})
+    model = archspec.build(spec, seed=0).eval()
+    _randomise_norms(model)
+    fast = optimize_for_inference(model)
+    block = fast.body[0]
+    x, y = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+
+    def held():
+        local = feature_buffer._KEPT.get(block)
+        return [] if local is None else list(local.__dict__.get("buffers", {}).values())
+    with torch.no_grad():
+        first = fast(x)
+        kept = held()
+        assert len(kept) == 1
+        assert torch.equal(fast(x), first) and held()[0] is kept[0]  # the same storage
+        fast(y)
+        assert torch.equal(fast(x), first)
+        fast(torch.randn(3, 3, 64, 64))  # a second shape joins, a third pushes out the first
+        fast(torch.randn(4, 3, 64, 64))
+        assert [b.shape[0] for b in held()] == [3, 4]
+    with torch.inference_mode():  # inference tensors are kept apart from normal ones
+        torch.testing.assert_close(fast(x), first, rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), first, rtol=0, atol=0)
+    # another thread has buffers of its own
+    seen = {}
+    t = threading.Thread(target=lambda: seen.update(out=fast(x), bufs=held()))
+    with torch.no_grad():
+        t.start()
+        t.join()
+    assert torch.equal(seen["out"], first)
+    assert len(seen["bufs"]) == 1 and all(seen["bufs"][0] is not b for b in held())
+    # a backbone's returned block outputs are never the kept buffers
+    backbone = archspec.build(spec, seed=0, features_only=True).eval()
+    fast = optimize_for_inference(backbone)
+    returned = [j for j in fast.taps if 0 <= j < len(fast.body)
+                and isinstance(fast.body[j], _FastBlock)]
+    assert returned and all(not fast.body[j].keep_buffer for j in returned)
+    with torch.no_grad():
+        a = [t.clone() for t in fast(x)]
+        got = fast(x)
+        fast(y)
+        assert all(torch.equal(g, w) for g, w in zip(got, a))
+
+
+def test_without_torchs_hook_dicts_the_blocks_run_as_modules(monkeypatch):
+    """The hook checks read private attributes; where torch renames them the answer is
+    "a hook may run", and the optimized model takes the module loop: slower, never
+    wrong."""
+    from archspec.memory import kernels
+
+    module = torch.nn.modules.module
+    monkeypatch.delattr(module, "_global_forward_hooks")
+    assert kernels.global_forward_hooks() is True
+    monkeypatch.undo()
+    assert kernels.global_forward_hooks() is False
+
+    class Bare:  # a module-like object without the per-module dicts
+        pass
+    assert kernels.forward_hooked([Bare()]) is True
+    assert kernels.forward_hooked([torch.nn.ReLU()]) is False
+
+
 def test_optimized_model_gives_input_gradients():
     """Saliency maps and adversarial examples need d(output)/d(input): with gradients
     recorded the optimized blocks concatenate (the shared buffer cannot carry them)."""

@@ -41,6 +41,7 @@ from . import feature_buffer
 from .folding import FoldedCopy, affine, conv_like, fold_after, per_out
 from .cache_blocking import images_per_pass, last_level_cache_bytes
 from .graph_mode import capturing
+from .memory import kernels
 from .nn import BATCH_NORMS, CONVS, BlurPool2d, DenseLayer, Transition, make_activation
 from .schema import Activation, NormType
 
@@ -172,6 +173,9 @@ class _FastLayer(nn.Module):
                 self.conv1 = layer.conv1
                 self.post1 = layer.norm2 if layer.bottleneck else None
         self.conv2 = layer.conv2 if layer.bottleneck else None
+        # The common layer (BN-ReLU folded, a bottleneck, ReLU between the convs) also
+        # has a direct eager form, _FastBlock's fast loop
+        self.direct = relu_bn and layer.bottleneck and isinstance(self.act, nn.ReLU)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv1(self.pre(x))
@@ -180,6 +184,7 @@ class _FastLayer(nn.Module):
         if self.post1 is not None:
             out = self.post1(out)
         return self.conv2(self.act(out))
+
 
 
 class _FastBlock(nn.Module):
@@ -193,6 +198,11 @@ class _FastBlock(nn.Module):
                  channels_last: bool, dims: int = 2):
         super().__init__()
         self.layers = nn.ModuleList(layers)
+        self.direct = all(layer.direct for layer in layers)
+        # Whether eager CPU calls may keep this block's buffer for the next call: only
+        # where it cannot leave the model (InferenceDenseNetFeatures turns it off for
+        # the blocks whose outputs it returns)
+        self.keep_buffer = True
         self.in_channels, self.out_channels = in_channels, out_channels
         self.channels_last = channels_last
         self.dims = dims
@@ -201,9 +211,34 @@ class _FastBlock(nn.Module):
         if not torch.jit.is_scripting():
             if self._records_grad(x):
                 return self._concatenated(x)
+            if capturing() is None:
+                return self._eager(x)
         buf = feature_buffer.allocate(x, self.out_channels, self.channels_last, self.dims)
         for layer in self.layers:
             c, k = layer.in_channels, layer.growth_rate
+            buf[:, c:c + k].copy_(layer(buf[:, :c]))
+        return buf
+
+    @torch.jit.unused
+    def _eager(self, x: Tensor) -> Tensor:
+        """The loop as it runs eagerly, with two savings a graph has no use for:
+        - on the CPU, the block's buffer kept from call to call where it does not leave
+          the model (``keep_buffer``; feature_buffer.kept);
+        - a ``direct`` layer with no hooks on it or its parts runs its kernels without
+          nn.Module's per-call cost (densenet121 at batch 1: 1.04x faster, at 32x32
+          1.13x); a hooked one runs as modules, so every hook still sees its call."""
+        if self.keep_buffer and x.device.type == "cpu":
+            buf = feature_buffer.kept(self, x, self.out_channels, self.channels_last, self.dims)
+        else:
+            buf = feature_buffer.allocate(x, self.out_channels, self.channels_last, self.dims)
+        direct = self.direct and not kernels.global_forward_hooks()
+        for layer in self.layers:
+            c, k = layer.in_channels, layer.growth_rate
+            if direct:
+                parts = (layer, layer.pre, layer.conv1, layer.act, layer.conv2)
+                if not kernels.forward_hooked(parts):
+                    buf[:, c:c + k].copy_(_direct_layer(buf[:, :c], *parts[1:]))
+                    continue
             buf[:, c:c + k].copy_(layer(buf[:, :c]))
         return buf
 
@@ -220,6 +255,17 @@ class _FastBlock(nn.Module):
     def _concatenated(self, x: Tensor) -> Tensor:
         return feature_buffer.concatenated(
             x, [_on_concatenation(layer) for layer in self.layers])
+
+
+def _direct_layer(x: Tensor, pre: "_Clamp", conv1: nn.Module, act: nn.Module,
+                  conv2: nn.Module) -> Tensor:
+    """_FastLayer.forward of a ``direct`` layer (its parts passed in) with the kernels
+    called without nn.Module's call machinery: the same ops on the same tensors, so the
+    same result bit for bit. ``act`` is a ReLU, run in place on conv1's fresh output."""
+    lo, hi = pre.lo, pre.hi
+    if lo.dtype != x.dtype:  # under autocast: bounds in the activations' dtype (_Clamp)
+        lo, hi = lo.to(x.dtype), hi.to(x.dtype)
+    return conv2.forward(torch.relu_(conv1.forward(torch.clamp(x, lo, hi))))
 
 
 def _on_concatenation(layer: _FastLayer):
@@ -332,6 +378,9 @@ class InferenceDenseNet(FoldedCopy):
                     return len(body_names)
                 return body_names.index(name) if name in body_names else -1
             self.taps: List[int] = sorted(position(f["module"]) for f in model.feature_info)
+            for j in self.taps:  # a returned block output must not be the kept buffer
+                if 0 <= j < len(body) and isinstance(body[j], _FastBlock):
+                    body[j].keep_buffer = False
             self.head_pre: nn.Module = _NormAct(norm5, act)
             self.classifier: nn.Module = nn.Identity()
         elif relu_bn and isinstance(model.classifier, nn.Linear):

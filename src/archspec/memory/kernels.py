@@ -31,6 +31,9 @@ fast path                 private API                         public fallback
 (optimize_for_inference's ``supported``, ``_is_amx_tile_``    /proc/cpuinfo; without them,
 bf16/fp16 path)           ``supported``, ``_is_amx_fp16_``    "not native" (fp32 kept: never
                           ``supported``                       slower)
+``forward_hooks``         ``nn.Module._forward_hooks`` and    a hook may run: the optimized
+(optimize_for_inference's ``_forward_pre_hooks``, torch.nn.   block calls its modules as
+direct eager loop)        modules.module's global hook dicts  modules
 ========================  ==================================  ===============================
 
 tests/test_memory_kernels.py breaks each private call in turn (missing, or returning
@@ -53,7 +56,7 @@ __all__ = ["FastPathWarning", "PATHS", "usable", "reset", "conv_backward",
            "batch_norm_train", "batch_norm_with_statistics", "batch_norm_backward",
            "relu_backward", "avg_pool_backward", "batch_statistics_of", "sync_batch_norm",
            "SyncStats", "sync_statistics_of", "sync_normalise", "sync_batch_norm_backward",
-           "cpu_features"]
+           "cpu_features", "global_forward_hooks", "forward_hooked"]
 
 
 class FastPathWarning(UserWarning):
@@ -332,6 +335,28 @@ def _cpuinfo_flags() -> set[str]:
         if key.strip().lower() in ("flags", "features"):
             return set(value.split())
     return set()
+
+
+def global_forward_hooks() -> bool:
+    """Whether a forward hook registered for every module (register_module_forward_hook
+    or _pre_hook) would run: torch keeps them in private dicts; without those, assume so."""
+    module = torch.nn.modules.module
+    try:
+        return bool(module._global_forward_hooks or module._global_forward_pre_hooks)
+    except AttributeError:
+        return True
+
+
+def forward_hooked(modules) -> bool:
+    """Whether any of ``modules`` has a forward (pre-)hook of its own, so that calling its
+    ``forward`` directly would skip it; without torch's private dicts, assume so."""
+    try:
+        for m in modules:  # a loop, not any(genexpr): this runs once a layer per call
+            if m._forward_hooks or m._forward_pre_hooks:
+                return True
+        return False
+    except AttributeError:
+        return True
 
 
 def _pair(v) -> list[int]:
