@@ -124,5 +124,6 @@ def test_passes_count_the_compute_dtype_and_are_eager_only():
         torch.testing.assert_close(traced(x), fast(x), rtol=1e-5, atol=1e-5)
     gm = torch.fx.symbolic_trace(fast)
     assert "split" not in gm.code and "cat" not in gm.code
-    # CUDA tensors never block (a GPU's memory system is another story)
+    # a tensor off the CPU never blocks (meta here; CUDA likewise: a GPU's memory system
+    # is another story)
     assert fast._passes(x.to("meta")) is None

@@ -5,10 +5,11 @@ ReLU pass, then its 1x1 conv), so a block moves about L^2 / 2 buffer-widths of m
 a batch's buffers outgrow the last-level cache, those passes run at DRAM speed and the
 convolutions wait for them: densenet-bc-100-12 at batch 64 (54 MB of block-1 buffer) ran
 at 45-50% of the machine's matmul throughput, densenet121 at batch 8 (24.5 MB, inside a
-32 MB L3) at 96%. Taking the batch in passes whose buffers fit the cache brought the
-first to 1.44-1.57x its one-pass speed and densenet121 at batch 16 to 1.12-1.15x (2 cores,
-32 MB L3; docs/benchmarks.md). Where the batch already fits, or the cache size is not
-known, the forward takes the batch whole: never slower than before.
+32 MB L3) at 96%. Taking the batch in passes whose buffers fit the cache ran the first
+1.31-1.36x faster than one pass and densenet121 at batch 16 1.10-1.11x (2 cores, 32 MB L3;
+`python benchmarks/cpu_inference.py --blocking`, docs/benchmarks.md). Where the batch
+already fits, or the cache size is not known, the forward takes the batch whole: never
+slower than before.
 
 torch-free: the rule is arithmetic on byte counts, the cache size comes from the OS.
 """

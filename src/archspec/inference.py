@@ -186,7 +186,6 @@ class _FastLayer(nn.Module):
         return self.conv2(self.act(out))
 
 
-
 class _FastBlock(nn.Module):
     """Writes every layer's output into one buffer; layers read prefixes of it as views
     (archspec.feature_buffer).
